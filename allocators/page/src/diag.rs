@@ -21,7 +21,11 @@ pub struct Line {
 
 impl Line {
     pub const fn new() -> Self {
-        Line { buf: [0; LINE_MAX], len: 0, truncated: false }
+        Line {
+            buf: [0; LINE_MAX],
+            len: 0,
+            truncated: false,
+        }
     }
 
     /// The bytes written so far (without the trailing newline that [`Line::emit`] adds).
@@ -131,7 +135,15 @@ mod tests {
     #[test]
     fn line_formats_addresses() {
         let mut line = Line::new();
-        let _ = write!(line, "twinheap({}): {} at {:#x}", "slab", "double free", 0x7f00_1234usize);
-        assert_eq!(line.as_bytes(), b"twinheap(slab): double free at 0x7f001234");
+        let (allocator, fault) = ("slab", "double free");
+        let _ = write!(
+            line,
+            "twinheap({allocator}): {fault} at {:#x}",
+            0x7f00_1234usize
+        );
+        assert_eq!(
+            line.as_bytes(),
+            b"twinheap(slab): double free at 0x7f001234"
+        );
     }
 }
