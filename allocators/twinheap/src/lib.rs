@@ -1,1 +1,21 @@
+//! twinheap's facade: the one place that reads the environment.
+//!
+//! Rust programs (through `GlobalAlloc` types) and C programs (through the `LD_PRELOAD` shim) are
+//! configured the same way, by [`env::process_config`], which reads `TWINHEAP`, `TWINHEAP_TUNABLES`,
+//! `GLIBC_TUNABLES` and glibc's legacy `MALLOC_*` variables once, without allocating. [`tunables`] holds
+//! the table of every setting, the parser and the generated documentation (`docs/tunables.md`).
+//!
+//! The allocator types users name — `Slab`, `Arena` and `Select` (chosen by `TWINHEAP`) — arrive here
+//! with the slab and arena allocators; they will pass the values from [`tunables::Config`] down to
+//! those crates, which do not read the environment themselves.
+//!
+//! The crate is `no_std` and must stay usable from inside the first `malloc` of a process: no
+//! allocation, no panics on any input, no libc stdio.
+
 #![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod env;
+pub mod tunables;
