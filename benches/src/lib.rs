@@ -1,1 +1,1 @@
-
+//! Shared code for the criterion benches (see benches/benches/).

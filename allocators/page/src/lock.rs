@@ -201,7 +201,9 @@ impl<T> Mutex<T> {
     /// Locks if the lock is free right now.
     #[inline]
     pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-        self.lock.try_lock().then_some(MutexGuard { mutex: self })
+        // `then`, not `then_some`: the guard must not even be built when the lock was not taken, or its
+        // drop would release a lock another thread holds.
+        self.lock.try_lock().then(|| MutexGuard { mutex: self })
     }
 
     /// Direct access when the mutex is owned exclusively.
@@ -213,6 +215,12 @@ impl<T> Mutex<T> {
     /// in the child.
     pub fn raw(&self) -> &Lock {
         &self.lock
+    }
+}
+
+impl<T: Default> Default for Mutex<T> {
+    fn default() -> Self {
+        Mutex::new(T::default())
     }
 }
 
