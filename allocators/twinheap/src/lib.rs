@@ -5,9 +5,10 @@
 //! `GLIBC_TUNABLES` and glibc's legacy `MALLOC_*` variables once, without allocating. [`tunables`] holds
 //! the table of every setting, the parser and the generated documentation (`docs/tunables.md`).
 //!
-//! The allocator types users name — `Slab`, `Arena` and `Select` (chosen by `TWINHEAP`) — arrive here
-//! with the slab and arena allocators; they will pass the values from [`tunables::Config`] down to
-//! those crates, which do not read the environment themselves.
+//! The allocator types users name are unit structs implementing `GlobalAlloc`: [`Slab`] (the hardened
+//! slab allocator) today; `Arena` and `Select` (chosen by `TWINHEAP`) arrive with the arena allocator.
+//! They pass the values from [`tunables::Config`] down to the allocator crates, which do not read the
+//! environment themselves.
 //!
 //! The crate is `no_std` and must stay usable from inside the first `malloc` of a process: no
 //! allocation, no panics on any input, no libc stdio.
@@ -18,4 +19,10 @@
 extern crate std;
 
 pub mod env;
+mod slab;
 pub mod tunables;
+
+pub use slab::{slab_config, Slab};
+/// The slab allocator's own interface (malloc, free, stats, trim, ...), for callers that want more
+/// than `GlobalAlloc`.
+pub use twinheap_slab as slab_allocator;

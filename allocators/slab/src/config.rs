@@ -1,0 +1,75 @@
+//! Run-time options, fixed before the first allocation.
+//!
+//! The facade turns the `slab.*` and `page.*` tunables into a [`Config`] and calls [`init`] before it
+//! first allocates; code that never calls it gets [`Config::DEFAULT`], the hardened default. Options are
+//! read on hot paths, so they live in plain atomics loaded with relaxed ordering.
+
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
+
+use twinheap_page::Release;
+
+/// slab's options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Zero a block's bytes when it is freed (`slab.zero_on_free`).
+    pub zero_on_free: bool,
+    /// When a slot is handed out again, check that it is still all zero, i.e. that nothing wrote to it
+    /// after it was freed (`slab.check_write_after_free`). Only effective with `zero_on_free`.
+    pub check_write_after_free: bool,
+    /// How emptied groups' pages go back to the OS (`page.release`). Groups with their own mapping are
+    /// unmapped either way; this applies to pages released inside retained memory.
+    pub release: Release,
+}
+
+impl Config {
+    pub const DEFAULT: Config = Config {
+        zero_on_free: true,
+        check_write_after_free: true,
+        release: Release::DontNeed,
+    };
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::DEFAULT
+    }
+}
+
+static ZERO_ON_FREE: AtomicBool = AtomicBool::new(true);
+static CHECK_WAF: AtomicBool = AtomicBool::new(true);
+static RELEASE: AtomicU8 = AtomicU8::new(0);
+
+/// Applies `config`. Meant to run once, before the first allocation: turning zeroing on later would
+/// make the write-after-free check see old data in slots freed earlier, so the check stays off unless
+/// zeroing was on from the start.
+pub fn init(config: &Config) {
+    ZERO_ON_FREE.store(config.zero_on_free, Relaxed);
+    CHECK_WAF.store(
+        config.check_write_after_free && config.zero_on_free,
+        Relaxed,
+    );
+    RELEASE.store(matches!(config.release, Release::Free) as u8, Relaxed);
+}
+
+/// The options in force.
+pub fn current() -> Config {
+    Config {
+        zero_on_free: zero_on_free(),
+        check_write_after_free: check_write_after_free(),
+        release: if RELEASE.load(Relaxed) == 1 {
+            Release::Free
+        } else {
+            Release::DontNeed
+        },
+    }
+}
+
+#[inline]
+pub(crate) fn zero_on_free() -> bool {
+    ZERO_ON_FREE.load(Relaxed)
+}
+
+#[inline]
+pub(crate) fn check_write_after_free() -> bool {
+    CHECK_WAF.load(Relaxed)
+}

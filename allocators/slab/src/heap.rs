@@ -1,0 +1,413 @@
+//! A heap: one thread's (or a few threads') groups, active lists and usage counts, under one lock.
+//!
+//! Each thread allocates from its own heap (see `thread.rs`), so mallocs of different threads never
+//! share a lock. Frees from any thread go lock-free into the owner group's `freed` mask and take the
+//! owner heap's lock only for the two list changes mallocng also locks for: the first free into a full
+//! group (which rejoins its class list) and the free that empties a group (which may release it).
+//!
+//! Invariants, under the lock:
+//! - `active[c]` is a circular list of groups of class `c`; only its head hands out slots; a full group
+//!   may linger until `find` drops it, and rejoins at the tail when a slot is freed;
+//! - a slot is in exactly one state: available (`avail`), freed or not yet activated (`freed`), or in
+//!   use (neither); malloc takes only from `avail`, and freed slots move to `avail` only when a group has
+//!   none left (delayed reuse);
+//! - `all` lists every group the heap owns, full ones included;
+//! - list links are checked on every unlink (safe unlinking), which mallocng does not do.
+//!
+//! The lock records its holder. A thread that finds its own heap locked by itself (a signal handler
+//! that allocates while the thread was inside malloc) gets `None` and is sent elsewhere instead of
+//! deadlocking.
+
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+use core::ptr;
+use core::sync::atomic::{
+    AtomicUsize, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
+
+use rand_core::RngCore;
+use twinheap_page::Lock;
+
+use crate::class::{self, CLASSES};
+use crate::fault::{check, Fault};
+use crate::group;
+use crate::header::GROUP_HEADER;
+use crate::meta::{self, Meta};
+use crate::secret::SlotRng;
+use crate::slot::{self, Slot};
+
+pub(crate) struct Heap {
+    lock: Lock,
+    holder: AtomicUsize,
+    state: UnsafeCell<State>,
+    /// Next heap in the registry's list of all heaps; written once, before the heap is published.
+    pub(crate) next_all: *mut Heap,
+    /// Next heap in the registry's free list; guarded by the registry lock.
+    pub(crate) next_free: UnsafeCell<*mut Heap>,
+}
+
+// SAFETY: all mutable state sits behind `lock` (State) or the registry lock (next_free); `holder` is
+// atomic and `next_all` is immutable once the heap is shared.
+unsafe impl Sync for Heap {}
+
+pub(crate) struct State {
+    active: [*mut Meta; CLASSES],
+    usage: [u32; CLASSES],
+    all: *mut Meta,
+    rng: SlotRng,
+}
+
+impl Heap {
+    pub(crate) fn new() -> Heap {
+        Heap {
+            lock: Lock::new(),
+            holder: AtomicUsize::new(0),
+            state: UnsafeCell::new(State {
+                active: [ptr::null_mut(); CLASSES],
+                usage: [0; CLASSES],
+                all: ptr::null_mut(),
+                rng: SlotRng::from_entropy(),
+            }),
+            next_all: ptr::null_mut(),
+            next_free: UnsafeCell::new(ptr::null_mut()),
+        }
+    }
+
+    /// Locks the heap for thread `me`, or returns `None` if `me` already holds it (re-entry from a
+    /// signal handler): the caller must then use another heap.
+    #[inline]
+    pub(crate) fn lock(&self, me: usize) -> Option<Guard<'_>> {
+        if !self.lock.try_lock() {
+            if self.holder.load(Relaxed) == me {
+                return None;
+            }
+            self.lock.lock();
+        }
+        self.holder.store(me, Relaxed);
+        Some(Guard { heap: self })
+    }
+
+    /// The raw lock, for fork handlers.
+    pub(crate) fn raw_lock(&self) -> &Lock {
+        &self.lock
+    }
+
+    /// Clears the holder after a fork reset.
+    pub(crate) fn forget_holder(&self) {
+        self.holder.store(0, Relaxed);
+    }
+}
+
+/// Proof of holding a heap's lock; gives access to its state.
+pub(crate) struct Guard<'a> {
+    heap: &'a Heap,
+}
+
+impl Deref for Guard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        // SAFETY: the guard exists only while this thread holds the heap's lock.
+        unsafe { &*self.heap.state.get() }
+    }
+}
+
+impl DerefMut for Guard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        // SAFETY: as above, and `&mut self` makes this the only reference.
+        unsafe { &mut *self.heap.state.get() }
+    }
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        self.heap.holder.store(0, Relaxed);
+        // SAFETY: the guard was created by taking the lock on this thread.
+        unsafe { self.heap.lock.unlock() }
+    }
+}
+
+impl State {
+    /// Takes a slot of `class`, creating a group when none has one available.
+    ///
+    /// # Safety
+    /// `heap` is the heap this state belongs to, and its lock is held.
+    pub(crate) unsafe fn take(&mut self, heap: *const Heap, class: usize) -> Option<Slot> {
+        // SAFETY: list members are live records of this heap, and `heap` owns this state (lock held).
+        let m = match unsafe { self.find(class) } {
+            Some(m) => m,
+            // SAFETY: as above.
+            None => unsafe { self.create_group(heap, class)? },
+        };
+        // SAFETY: `m` is a live record of this heap with at least one available slot.
+        let meta = unsafe { &*m };
+        let avail = meta.avail.load(Relaxed);
+        debug_assert!(avail != 0);
+        // A random available slot: rotate the mask by a random amount and take the lowest bit.
+        let r = self.rng.below(32);
+        let idx = (avail.rotate_right(r).trailing_zeros() + r) % 32;
+        meta.avail.store(avail & !(1 << idx), Relaxed);
+        Some(Slot {
+            meta: m,
+            idx: idx as usize,
+            fresh: self.rng.next_u32(),
+        })
+    }
+
+    /// The group of `class` to allocate from, after delayed-reuse rotation and activation.
+    unsafe fn find(&mut self, class: usize) -> Option<*mut Meta> {
+        loop {
+            let m = self.active[class];
+            if m.is_null() {
+                return None;
+            }
+            // SAFETY: list members are live records of this heap, lock held.
+            unsafe {
+                if (*m).avail.load(Relaxed) != 0 {
+                    return Some(m);
+                }
+                // Rotate first: this group's freed slots wait while the next group's are used.
+                let g = (*m).next;
+                self.active[class] = g;
+                if (*g).avail.load(Relaxed) != 0 || self.activate(g) {
+                    return Some(g);
+                }
+                // Nothing free in `g`: it leaves the list until one of its slots is freed.
+                self.dequeue(class, g);
+            }
+        }
+    }
+
+    /// Moves a group's freed (activated) slots to `avail`, activating further slots when none are
+    /// freed. Returns false when the group is full.
+    unsafe fn activate(&mut self, g: *mut Meta) -> bool {
+        // SAFETY: `g` is a live record of this heap, lock held.
+        let g = unsafe { &mut *g };
+        loop {
+            let ready = g.freed.load(Acquire) & g.active_slots();
+            if ready != 0 {
+                // Concurrent frees only add bits, so clearing exactly `ready` loses none of theirs.
+                g.freed.fetch_and(!ready, AcqRel);
+                g.avail.store(g.avail.load(Relaxed) | ready, Relaxed);
+                return true;
+            }
+            if g.active_idx >= g.last_idx {
+                return false;
+            }
+            // Activate the slots in the next 4 KiB of the group (at least one more).
+            let stride = class::stride(usize::from(g.class));
+            let storage = g.mem as usize + GROUP_HEADER;
+            let edge = (storage + (usize::from(g.active_idx) + 2) * stride + 4095) & !4095;
+            let last = ((edge - storage) / stride).saturating_sub(1);
+            g.active_idx = last.clamp(usize::from(g.active_idx) + 1, usize::from(g.last_idx)) as u8;
+        }
+    }
+
+    /// Creates a group of `class` and puts it on the (empty) active list.
+    unsafe fn create_group(&mut self, heap: *const Heap, class: usize) -> Option<*mut Meta> {
+        let cnt = group::count(class, self.usage[class] as usize);
+        let span = group::span(class, cnt);
+        let m = meta::alloc()?;
+        let placed = if group::is_nested(span) {
+            // SAFETY: lock held; the nested block comes from a larger class of this same heap.
+            unsafe { self.take_nested(heap, span) }.map(|p| (p, None, cnt, cnt))
+        } else {
+            group::map_group(class, cnt).map(|(mapping, cnt)| {
+                (
+                    mapping.ptr().as_ptr(),
+                    Some(mapping),
+                    cnt,
+                    group::initial_active(class, cnt),
+                )
+            })
+        };
+        let Some((mem, mapping, cnt, active)) = placed else {
+            // SAFETY: the record was never published.
+            unsafe { meta::free(m) };
+            return None;
+        };
+        // SAFETY: `m` is a fresh zeroed record; `mem` is zeroed group memory of `span` bytes or more.
+        unsafe {
+            let meta = &mut *m;
+            meta.mem = mem;
+            meta.heap = heap;
+            meta.class = class as u8;
+            meta.last_idx = (cnt - 1) as u8;
+            meta.active_idx = (active - 1) as u8;
+            meta.mapping = mapping;
+            meta.avail.store(meta.active_slots(), Relaxed);
+            meta.freed
+                .store(meta.all_slots() & !meta.active_slots(), Release);
+            (mem as *mut *mut Meta).write(m);
+            meta.all_next = self.all;
+            if !self.all.is_null() {
+                (*self.all).all_prev = m;
+            }
+            self.all = m;
+            self.queue(class, m);
+        }
+        self.usage[class] += cnt as u32;
+        Some(m)
+    }
+
+    /// A block of `span` bytes from a larger class, to hold a nested group.
+    unsafe fn take_nested(&mut self, heap: *const Heap, span: usize) -> Option<*mut u8> {
+        // SAFETY: lock held; recursion is bounded because the parent class is strictly larger.
+        let slot = unsafe { self.take(heap, class::of(span))? };
+        // SAFETY: the slot was just taken from this heap and is ours alone.
+        Some(unsafe { slot::enframe_nested(slot, span) })
+    }
+
+    /// The locked part of a free: called when the group had no freed slots (it may be off its list)
+    /// or when this free empties it. Returns the group if it must now be released (after unlocking).
+    ///
+    /// # Safety
+    /// `m` is a live group of this heap whose slot `idx` is in use; the lock is held.
+    pub(crate) unsafe fn free_locked(&mut self, m: *mut Meta, idx: usize) -> Option<*mut Meta> {
+        // SAFETY: per the contract.
+        let meta = unsafe { &mut *m };
+        let bit = 1u32 << idx;
+        let mask = meta.freed.load(Acquire) | meta.avail.load(Relaxed);
+        check(mask & bit == 0, Fault::DoubleFree, meta.mem as usize);
+        let class = usize::from(meta.class);
+        let queued = !meta.prev.is_null();
+        if mask | bit == meta.all_slots() && self.may_release(m, queued) {
+            // SAFETY: lock held; `m` is on this heap's lists as recorded.
+            unsafe {
+                if queued {
+                    self.dequeue(class, m);
+                }
+                self.unlink_all(m);
+            }
+            meta.dying = true;
+            self.usage[class] -= u32::from(meta.last_idx) + 1;
+            return Some(m);
+        }
+        if !queued {
+            // SAFETY: lock held.
+            unsafe { self.queue(class, m) };
+        }
+        meta.freed.fetch_or(bit, Release);
+        None
+    }
+
+    /// Hysteresis: the last group of a class stays (a free/malloc loop must not map and unmap a group
+    /// each time); `trim` releases it.
+    fn may_release(&self, m: *mut Meta, queued: bool) -> bool {
+        // SAFETY: `m` is a live record of this heap (lock held).
+        let class = usize::from(unsafe { (*m).class });
+        let head = self.active[class];
+        if queued {
+            // SAFETY: as above.
+            unsafe { (*m).next != m }
+        } else {
+            !head.is_null()
+        }
+    }
+
+    /// Detaches one empty group for `trim`, if any.
+    pub(crate) unsafe fn take_empty(&mut self) -> Option<*mut Meta> {
+        let mut m = self.all;
+        while !m.is_null() {
+            // SAFETY: members of `all` are live records of this heap, lock held.
+            unsafe {
+                let meta = &mut *m;
+                let mask = meta.freed.load(Acquire) | meta.avail.load(Relaxed);
+                if mask == meta.all_slots() {
+                    let class = usize::from(meta.class);
+                    if !meta.prev.is_null() {
+                        self.dequeue(class, m);
+                    }
+                    self.unlink_all(m);
+                    meta.dying = true;
+                    self.usage[class] -= u32::from(meta.last_idx) + 1;
+                    return Some(m);
+                }
+                m = meta.all_next;
+            }
+        }
+        None
+    }
+
+    /// Every group of the heap, for statistics.
+    pub(crate) fn groups(&self) -> impl Iterator<Item = *mut Meta> + '_ {
+        let mut m = self.all;
+        core::iter::from_fn(move || {
+            let cur = m;
+            if cur.is_null() {
+                return None;
+            }
+            // SAFETY: members of `all` are live records of this heap (the caller holds the lock).
+            m = unsafe { (*cur).all_next };
+            Some(cur)
+        })
+    }
+
+    unsafe fn queue(&mut self, class: usize, m: *mut Meta) {
+        let head = self.active[class];
+        // SAFETY: `m` and the list members are live records of this heap, lock held.
+        unsafe {
+            if head.is_null() {
+                (*m).prev = m;
+                (*m).next = m;
+                self.active[class] = m;
+            } else {
+                let tail = (*head).prev;
+                (*m).next = head;
+                (*m).prev = tail;
+                (*tail).next = m;
+                (*head).prev = m;
+            }
+        }
+    }
+
+    unsafe fn dequeue(&mut self, class: usize, m: *mut Meta) {
+        // SAFETY: `m` is on the list of `class`, lock held.
+        unsafe {
+            let (prev, next) = ((*m).prev, (*m).next);
+            check(
+                (*prev).next == m && (*next).prev == m,
+                Fault::CorruptedMetadata,
+                (*m).mem as usize,
+            );
+            if next == m {
+                self.active[class] = ptr::null_mut();
+            } else {
+                (*prev).next = next;
+                (*next).prev = prev;
+                if self.active[class] == m {
+                    self.active[class] = next;
+                }
+            }
+            (*m).prev = ptr::null_mut();
+            (*m).next = ptr::null_mut();
+        }
+    }
+
+    unsafe fn unlink_all(&mut self, m: *mut Meta) {
+        // SAFETY: `m` is on this heap's `all` list, lock held.
+        unsafe {
+            let (prev, next) = ((*m).all_prev, (*m).all_next);
+            if prev.is_null() {
+                check(self.all == m, Fault::CorruptedMetadata, (*m).mem as usize);
+                self.all = next;
+            } else {
+                check(
+                    (*prev).all_next == m,
+                    Fault::CorruptedMetadata,
+                    (*m).mem as usize,
+                );
+                (*prev).all_next = next;
+            }
+            if !next.is_null() {
+                check(
+                    (*next).all_prev == m,
+                    Fault::CorruptedMetadata,
+                    (*m).mem as usize,
+                );
+                (*next).all_prev = prev;
+            }
+            (*m).all_prev = ptr::null_mut();
+            (*m).all_next = ptr::null_mut();
+        }
+    }
+}

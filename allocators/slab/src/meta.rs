@@ -1,0 +1,218 @@
+//! Out-of-band metadata: one [`Meta`] record per group, kept in meta areas far from user data.
+//!
+//! Meta areas are 4 KiB blocks carved from dedicated regions (mappings with a PROT_NONE guard page on
+//! each side). Each area starts with a check word equal to the process secret; a free trusts a meta
+//! pointer only if it lies inside a meta region, on a record boundary, in an area whose check word is
+//! the secret. A linear overflow from user memory cannot reach this metadata, and a forged group header
+//! cannot point a free at a fake record without knowing the secret and owning a meta region.
+//!
+//! Records are recycled through a free list, zeroed first, so a stale group header leads to a record
+//! whose `mem` no longer points back. Regions are never unmapped (as in mallocng), so a meta pointer
+//! that once was valid stays readable. The pool has one lock, taken only when a group is created or
+//! released, never on the malloc or free fast paths.
+
+use core::mem::size_of;
+use core::ptr;
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Acquire, Ordering::Release};
+
+use twinheap_page::{map, MapOptions, Mapping, Mutex};
+
+use crate::heap::Heap;
+use crate::secret::secret;
+
+/// Size and alignment of a meta area.
+pub(crate) const AREA: usize = 4096;
+/// Bytes at the start of each area: the check word and padding.
+const AREA_HEADER: usize = 16;
+/// Class code of a large allocation (one mapping per block).
+pub(crate) const LARGE: u8 = 63;
+
+/// One group's out-of-band record.
+///
+/// Which lock guards what: `prev`, `next`, `all_prev`, `all_next`, `active_idx`, `dying` and `avail`
+/// change only under the owner heap's lock (the large-block list lock for large blocks); `freed` gains bits by CAS from any thread freeing a slot and loses them only under the owner
+/// lock; `mem`, `heap`, `last_idx`, `class` and `mapping` are set before the group's first slot is
+/// handed out and cleared only after its last slot is free.
+#[repr(C)]
+pub(crate) struct Meta {
+    pub(crate) prev: *mut Meta,
+    pub(crate) next: *mut Meta,
+    /// The group header this record describes; it must point back here.
+    pub(crate) mem: *mut u8,
+    /// Owner heap (null for large allocations).
+    pub(crate) heap: *const Heap,
+    /// Slots that malloc may hand out now.
+    pub(crate) avail: AtomicU32,
+    /// Slots freed since the last activation, plus slots not activated yet.
+    pub(crate) freed: AtomicU32,
+    /// Number of slots minus one (0..=31).
+    pub(crate) last_idx: u8,
+    /// Highest slot index activated so far (lazy activation keeps untouched pages clean).
+    pub(crate) active_idx: u8,
+    /// Size class (0..48), or [`LARGE`].
+    pub(crate) class: u8,
+    /// True from the moment the group is chosen for release until its record is recycled, so that a
+    /// statistics walk under the heap lock skips memory about to be unmapped.
+    pub(crate) dying: bool,
+    /// The mapping the group (or large block) lives in; `None` for groups nested in a larger slot.
+    pub(crate) mapping: Option<Mapping>,
+    /// Links of the owner's list of all its groups (full ones included), for statistics and trim.
+    pub(crate) all_prev: *mut Meta,
+    pub(crate) all_next: *mut Meta,
+}
+
+static_assertions::const_assert!(size_of::<Meta>() <= 88);
+static_assertions::const_assert!(AREA % 16 == 0 && AREA_HEADER % 8 == 0);
+
+/// Records per area.
+const PER_AREA: usize = (AREA - AREA_HEADER) / size_of::<Meta>();
+
+impl Meta {
+    /// Bit mask with one bit per slot.
+    #[inline]
+    pub(crate) fn all_slots(&self) -> u32 {
+        u32::MAX >> (31 - u32::from(self.last_idx))
+    }
+
+    /// Bit mask of the activated slots.
+    #[inline]
+    pub(crate) fn active_slots(&self) -> u32 {
+        u32::MAX >> (31 - u32::from(self.active_idx))
+    }
+}
+
+struct Pool {
+    /// Recycled, zeroed records linked through `next`.
+    free: *mut Meta,
+    /// Next unused record address in the current area, and that area's end.
+    cursor: usize,
+    area_end: usize,
+    /// End of the current region, and the size of the next one.
+    region_end: usize,
+    next_region: usize,
+}
+
+// SAFETY: the pool's pointers name process-global meta memory; the Mutex serialises all access.
+unsafe impl Send for Pool {}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    free: ptr::null_mut(),
+    cursor: 0,
+    area_end: 0,
+    region_end: 0,
+    next_region: 64 << 10,
+});
+
+/// Meta regions, append-only, so that a free can range-check a meta pointer without a lock.
+const MAX_REGIONS: usize = 48;
+static REGION_START: [AtomicUsize; MAX_REGIONS] = [const { AtomicUsize::new(0) }; MAX_REGIONS];
+static REGION_END: [AtomicUsize; MAX_REGIONS] = [const { AtomicUsize::new(0) }; MAX_REGIONS];
+static REGIONS: AtomicUsize = AtomicUsize::new(0);
+/// Bytes of meta regions mapped, for statistics.
+static META_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Takes a zeroed record, or `None` when the OS refuses more memory.
+pub(crate) fn alloc() -> Option<*mut Meta> {
+    let mut pool = POOL.lock();
+    if !pool.free.is_null() {
+        let m = pool.free;
+        // SAFETY: records on the free list are valid, zeroed except for the `next` link.
+        unsafe {
+            pool.free = (*m).next;
+            (*m).next = ptr::null_mut();
+        }
+        return Some(m);
+    }
+    if pool.cursor + size_of::<Meta>() > pool.area_end {
+        let area = if pool.area_end + AREA <= pool.region_end {
+            pool.area_end
+        } else {
+            new_region(&mut pool)?
+        };
+        // SAFETY: `area` is the start of an unused, zeroed 4 KiB block inside a meta region.
+        unsafe { (area as *mut u64).write(secret()) };
+        pool.cursor = area + AREA_HEADER;
+        pool.area_end = area + AREA;
+    }
+    let m = pool.cursor as *mut Meta;
+    pool.cursor += size_of::<Meta>();
+    Some(m)
+}
+
+fn new_region(pool: &mut Pool) -> Option<usize> {
+    let index = REGIONS.load(Acquire);
+    if index == MAX_REGIONS {
+        return None;
+    }
+    let len = pool.next_region;
+    let region: Mapping = map(len, &MapOptions::new().align(AREA).guards(true, true)).ok()?;
+    let start = region.ptr().as_ptr() as usize;
+    REGION_START[index].store(start, Release);
+    REGION_END[index].store(start + region.len(), Release);
+    REGIONS.store(index + 1, Release);
+    META_BYTES.fetch_add(region.len(), Release);
+    pool.region_end = start + region.len();
+    pool.next_region = (len * 2).min(16 << 20);
+    Some(start)
+}
+
+/// Returns a record to the pool, zeroing it first.
+///
+/// # Safety
+/// `m` came from [`alloc`], and no group, list or pointer refers to it any more.
+pub(crate) unsafe fn free(m: *mut Meta) {
+    // SAFETY: per the contract the record is ours alone; all-zero is a valid Meta (null pointers,
+    // zero masks, `None`).
+    unsafe { ptr::write_bytes(m, 0, 1) };
+    let mut pool = POOL.lock();
+    // SAFETY: as above.
+    unsafe { (*m).next = pool.free };
+    pool.free = m;
+}
+
+/// What an address claimed to be a meta record turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Record {
+    /// A record slot in a meta area stamped with the secret.
+    Valid,
+    /// Not a record slot inside any meta region: the pointer did not lead to slab's metadata.
+    NotMeta,
+    /// A record slot of a meta region whose area check word is not the secret: metadata was overwritten.
+    BadCheck,
+}
+
+/// Classifies `addr` without dereferencing anything outside the meta regions.
+#[inline]
+pub(crate) fn check_record(addr: usize) -> Record {
+    let area = addr & !(AREA - 1);
+    let offset = addr - area;
+    if offset < AREA_HEADER
+        || (offset - AREA_HEADER) % size_of::<Meta>() != 0
+        || offset - AREA_HEADER >= PER_AREA * size_of::<Meta>()
+    {
+        return Record::NotMeta;
+    }
+    let regions = REGIONS.load(Acquire);
+    for i in 0..regions {
+        if area >= REGION_START[i].load(Acquire) && area < REGION_END[i].load(Acquire) {
+            // SAFETY: the area lies inside a live meta region (regions are never unmapped).
+            let word = unsafe { (area as *const u64).read() };
+            return if word == secret() {
+                Record::Valid
+            } else {
+                Record::BadCheck
+            };
+        }
+    }
+    Record::NotMeta
+}
+
+/// Bytes mapped for meta regions.
+pub(crate) fn mapped_bytes() -> usize {
+    META_BYTES.load(Acquire)
+}
+
+/// Takes the pool lock for fork; see `fork.rs`.
+pub(crate) fn fork_lock() -> &'static twinheap_page::Lock {
+    POOL.raw()
+}

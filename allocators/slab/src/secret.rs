@@ -1,0 +1,195 @@
+//! The per-process secret and the random numbers behind slot choice.
+//!
+//! The secret stamps every meta area: a free whose metadata pointer leads anywhere else fails the
+//! check. It comes from the kernel's getrandom (non-blocking), or, if that is unavailable, from the
+//! 16 random bytes the kernel puts in every process's auxiliary vector (AT_RANDOM), mixed so that the
+//! value differs from what libc derives from the same bytes for its stack and pointer guards.
+//!
+//! Slot choice only needs fast, unpredictable-enough numbers: each heap owns a small PRNG
+//! ([`SlotRng`], wyrand) seeded from the entropy source, both exposed through `rand_core`'s traits.
+
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use rand_core::{RngCore, SeedableRng};
+
+/// The kernel's entropy, as a `rand_core` generator. Never blocks; falls back to AT_RANDOM mixed with
+/// a counter when getrandom is missing (Linux < 3.17) or not yet seeded.
+pub struct OsEntropy;
+
+static FALLBACK_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl RngCore for OsEntropy {
+    fn next_u32(&mut self) -> u32 {
+        self.next_u64() as u32
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let mut bytes = [0u8; 8];
+        self.fill_bytes(&mut bytes);
+        u64::from_ne_bytes(bytes)
+    }
+
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        let _errno = twinheap_page::error::ErrnoGuard::save();
+        let mut filled = 0;
+        while filled < dst.len() {
+            // SAFETY: the destination is the unfilled tail of `dst`.
+            let n = unsafe {
+                libc::getrandom(
+                    dst[filled..].as_mut_ptr().cast(),
+                    dst.len() - filled,
+                    libc::GRND_NONBLOCK,
+                )
+            };
+            if n > 0 {
+                filled += n as usize;
+            } else if n < 0 && twinheap_page::error::errno() == libc::EINTR {
+                continue;
+            } else {
+                break;
+            }
+        }
+        if filled < dst.len() {
+            fill_from_auxv(&mut dst[filled..]);
+        }
+    }
+}
+
+fn fill_from_auxv(dst: &mut [u8]) {
+    // SAFETY: getauxval has no preconditions; AT_RANDOM, when present, points at 16 readable bytes.
+    let at_random = unsafe { libc::getauxval(twinheap_page::sys::AT_RANDOM) } as *const u64;
+    let (a, b) = if at_random.is_null() {
+        (0x9e37_79b9_7f4a_7c15, &FALLBACK_COUNTER as *const _ as u64)
+    } else {
+        // SAFETY: see above; read_unaligned because the auxv bytes carry no alignment promise.
+        unsafe {
+            (
+                at_random.read_unaligned(),
+                at_random.add(1).read_unaligned(),
+            )
+        }
+    };
+    for chunk in dst.chunks_mut(8) {
+        let n = FALLBACK_COUNTER.fetch_add(1, Relaxed);
+        let v = mix(a ^ mix(b.wrapping_add(n)));
+        chunk.copy_from_slice(&v.to_ne_bytes()[..chunk.len()]);
+    }
+}
+
+/// A strong 64-bit mixing function (splitmix64's finaliser).
+pub const fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+static SECRET: AtomicU64 = AtomicU64::new(0);
+
+/// The process's secret; never 0. Initialised at the first call.
+#[inline]
+pub fn secret() -> u64 {
+    match SECRET.load(Relaxed) {
+        0 => init_secret(),
+        s => s,
+    }
+}
+
+#[cold]
+fn init_secret() -> u64 {
+    let mut value = 0;
+    while value == 0 {
+        value = OsEntropy.next_u64();
+    }
+    // Racing first callers agree on whichever value lands first.
+    match SECRET.compare_exchange(0, value, Relaxed, Relaxed) {
+        Ok(_) => value,
+        Err(existing) => existing,
+    }
+}
+
+/// wyrand: one multiply per 64 random bits; state advances by a constant, so no seed is weak.
+#[derive(Clone, Debug)]
+pub struct SlotRng(u64);
+
+impl SlotRng {
+    /// A generator seeded from the kernel's entropy.
+    pub fn from_entropy() -> Self {
+        SlotRng::seed_from_u64(OsEntropy.next_u64())
+    }
+
+    /// A random number below `bound` (at most 32), for picking a slot.
+    #[inline]
+    pub fn below(&mut self, bound: u32) -> u32 {
+        ((u64::from(self.next_u32()) * u64::from(bound)) >> 32) as u32
+    }
+}
+
+impl RngCore for SlotRng {
+    #[inline]
+    fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+
+    #[inline]
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0xa076_1d64_78bd_642f);
+        let t = u128::from(self.0) * u128::from(self.0 ^ 0xe703_7ed1_a0b4_28db);
+        (t >> 64) as u64 ^ t as u64
+    }
+
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        for chunk in dst.chunks_mut(8) {
+            let v = self.next_u64();
+            chunk.copy_from_slice(&v.to_ne_bytes()[..chunk.len()]);
+        }
+    }
+}
+
+impl SeedableRng for SlotRng {
+    type Seed = [u8; 8];
+    fn from_seed(seed: [u8; 8]) -> Self {
+        SlotRng(u64::from_ne_bytes(seed))
+    }
+}
+
+impl OsEntropy {
+    /// A random number for placing a large block; a cheap counter-based mix, not a syscall, since
+    /// placement needs unpredictability across runs (the secret) rather than fresh entropy each time.
+    pub fn next_u32_cheap(&self) -> u32 {
+        (mix(secret() ^ FALLBACK_COUNTER.fetch_add(1, Relaxed)) >> 32) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_stable_and_nonzero() {
+        let s = secret();
+        assert_ne!(s, 0);
+        assert_eq!(secret(), s);
+    }
+
+    #[test]
+    fn entropy_differs_between_draws() {
+        let a = OsEntropy.next_u64();
+        let b = OsEntropy.next_u64();
+        assert_ne!(a, b);
+        let mut buf = [0u8; 24];
+        fill_from_auxv(&mut buf);
+        assert_ne!(&buf[..8], &buf[8..16]);
+    }
+
+    #[test]
+    fn slot_choice_covers_every_slot() {
+        let mut rng = SlotRng::seed_from_u64(7);
+        let mut seen = 0u32;
+        for _ in 0..2000 {
+            let i = rng.below(32);
+            assert!(i < 32);
+            seen |= 1 << i;
+        }
+        assert_eq!(seen, u32::MAX);
+    }
+}

@@ -1,0 +1,137 @@
+//! Statistics, computed on demand by walking every group under its heap's lock.
+//!
+//! Nothing is counted on the allocation paths: a walk costs time proportional to the number of groups
+//! and is meant for occasional calls (malloc_stats, TWINHEAP_STATS, tests).
+
+use core::sync::atomic::Ordering::Relaxed;
+
+use crate::class::{self, CLASSES, UNIT};
+use crate::header::{self, CODE_NESTED, CODE_START, CODE_U32, GROUP_HEADER, HEADER_AFTER};
+use crate::meta::{self, Meta};
+use crate::{large, thread};
+
+/// One class's counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassStats {
+    /// Blocks in use (nested groups excluded).
+    pub blocks: usize,
+    /// Slots in existence (in use or not).
+    pub slots: usize,
+    /// Groups of this class.
+    pub groups: usize,
+}
+
+/// A snapshot of slab's memory use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlabStats {
+    /// Bytes requested by the blocks in use (what usable-size reports), large blocks included.
+    pub requested: usize,
+    /// Bytes of the slots those blocks occupy (slot strides; for large blocks, their mappings).
+    pub in_slots: usize,
+    /// Bytes mapped for user memory: group mappings and large blocks (guard pages excluded).
+    pub mapped: usize,
+    /// Bytes mapped for metadata: meta regions and heap records.
+    pub metadata: usize,
+    /// Large blocks in use.
+    pub large_blocks: usize,
+    /// Per-class counts.
+    pub classes: [ClassStats; CLASSES],
+}
+
+impl Default for SlabStats {
+    fn default() -> Self {
+        SlabStats {
+            requested: 0,
+            in_slots: 0,
+            mapped: 0,
+            metadata: 0,
+            large_blocks: 0,
+            classes: [ClassStats::default(); CLASSES],
+        }
+    }
+}
+
+/// Walks every heap and the large-block list.
+pub fn stats() -> SlabStats {
+    let mut s = SlabStats {
+        metadata: meta::mapped_bytes() + thread::heap_bytes(),
+        ..SlabStats::default()
+    };
+    let me = thread::me();
+    thread::for_each_heap(|heap| {
+        let Some(guard) = heap.lock(me) else { return };
+        for m in guard.groups() {
+            // SAFETY: groups on the heap's list stay live while its lock is held.
+            unsafe { count_group(&*m, &mut s) };
+        }
+    });
+    large::for_each(|m| {
+        if let Some(mapping) = m.mapping {
+            s.large_blocks += 1;
+            s.mapped += mapping.len();
+            s.in_slots += mapping.len();
+            // SAFETY: the record is live under the list lock, so its mapping is too.
+            s.requested += unsafe {
+                block_size(
+                    m.mem.add(GROUP_HEADER),
+                    m.mem.add(mapping.len() - HEADER_AFTER),
+                )
+            }
+            .0;
+        }
+    });
+    s
+}
+
+unsafe fn count_group(m: &Meta, s: &mut SlabStats) {
+    if m.dying {
+        return;
+    }
+    let class = usize::from(m.class);
+    let stride = class::stride(class);
+    let slots = usize::from(m.last_idx) + 1;
+    let c = &mut s.classes[class];
+    c.groups += 1;
+    c.slots += slots;
+    if let Some(mapping) = m.mapping {
+        s.mapped += mapping.len();
+    }
+    let live = m.all_slots() & !(m.avail.load(Relaxed) | m.freed.load(Relaxed));
+    for idx in 0..slots {
+        if live & (1 << idx) == 0 {
+            continue;
+        }
+        // SAFETY: the group is live (heap lock held), so its slots are readable.
+        let (n, nested) = unsafe {
+            let start = m.mem.add(GROUP_HEADER + idx * stride);
+            block_size(start, start.add(stride - HEADER_AFTER))
+        };
+        if !nested {
+            c.blocks += 1;
+            s.requested += n;
+            s.in_slots += stride;
+        }
+    }
+}
+
+/// The requested size of the block in the slot `[start, end)`, read without validation, and whether
+/// the slot holds a nested group instead.
+unsafe fn block_size(start: *mut u8, end: *mut u8) -> (usize, bool) {
+    // SAFETY: the caller guarantees the slot and its header area are readable.
+    unsafe {
+        let h = header::read(start);
+        let p = if h.code == CODE_START {
+            start.add(h.off * UNIT)
+        } else {
+            start
+        };
+        let h = header::read(p);
+        let room = (end as usize).saturating_sub(p as usize);
+        let reserved = match h.code {
+            CODE_NESTED => return (0, true),
+            CODE_U32 => (end.sub(4) as *const u32).read_unaligned() as usize,
+            code => usize::from(code),
+        };
+        (room.saturating_sub(reserved), false)
+    }
+}
