@@ -143,7 +143,6 @@ impl Lock {
     }
 }
 
-#[cfg(not(loom))]
 impl Default for Lock {
     fn default() -> Self {
         Self::new()
@@ -325,7 +324,6 @@ mod tests {
 mod loom_tests {
     extern crate std;
     use super::*;
-    use loom::cell::UnsafeCell as LoomCell;
     use loom::sync::Arc;
     use loom::thread;
 
@@ -334,7 +332,7 @@ mod loom_tests {
     #[test]
     fn exclusion_and_no_lost_wakeup() {
         loom::model(|| {
-            let shared = Arc::new((Lock::new(), LoomCell::new(0u32)));
+            let shared = Arc::new((Lock::new(), loom::cell::UnsafeCell::new(0u32)));
             let workers: std::vec::Vec<_> = (0..2)
                 .map(|_| {
                     let shared = Arc::clone(&shared);

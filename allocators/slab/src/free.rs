@@ -6,9 +6,9 @@
 //! dropped.
 
 use core::ptr;
-use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 
 use crate::fault::{report, Fault};
+use crate::masks::Lockless;
 use crate::meta::{self, Meta};
 use crate::slot;
 use crate::thread;
@@ -32,33 +32,17 @@ unsafe fn mark_freed(m: *mut Meta, idx: usize) {
     // SAFETY: `m` is a live record with slot `idx` in use, which keeps the group alive.
     let meta = unsafe { &*m };
     let bit = 1u32 << idx;
-    let all = meta.all_slots();
-    loop {
-        let freed = meta.freed.load(Acquire);
-        let mask = freed | meta.avail.load(Relaxed);
-        if mask & bit != 0 {
-            report(Fault::DoubleFree, meta.mem as usize);
-        }
-        // The first freed slot may have to put the group back on its list, and the last may release
-        // it: both need the lock. Testing `freed` alone (not `mask`) matters: `avail` read without the
-        // lock is only an upper bound.
-        if freed == 0 || mask | bit == all {
-            break;
-        }
-        if meta
-            .freed
-            .compare_exchange_weak(freed, freed | bit, AcqRel, Relaxed)
-            .is_ok()
-        {
-            return;
-        }
+    match meta.masks.free_lockless(bit, meta.all_slots()) {
+        Lockless::Done => return,
+        Lockless::AlreadyFree => report(Fault::DoubleFree, meta.mem as usize),
+        Lockless::NeedLock => {}
     }
     // SAFETY: a group's owner heap outlives it (heaps are never destroyed).
     let heap = unsafe { &*meta.heap };
     let Some(mut guard) = heap.lock(thread::me()) else {
         // Re-entered from a signal handler while this thread holds the owner's lock: mark the slot
         // without list maintenance. The group may stay off its list until trim; nothing is corrupted.
-        meta.freed.fetch_or(bit, AcqRel);
+        meta.masks.mark_freed(bit);
         return;
     };
     // SAFETY: lock held; slot `idx` is in use (checked again inside).

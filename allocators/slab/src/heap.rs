@@ -21,9 +21,7 @@
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::ptr;
-use core::sync::atomic::{
-    AtomicUsize, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
-};
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use rand_core::RngCore;
 use twinheap_page::Lock;
@@ -140,12 +138,11 @@ impl State {
         };
         // SAFETY: `m` is a live record of this heap with at least one available slot.
         let meta = unsafe { &*m };
-        let avail = meta.avail.load(Relaxed);
-        debug_assert!(avail != 0);
+        let avail = meta.masks.avail();
         // A random available slot: rotate the mask by a random amount and take the lowest bit.
         let r = self.rng.below(32);
         let idx = (avail.rotate_right(r).trailing_zeros() + r) % 32;
-        meta.avail.store(avail & !(1 << idx), Relaxed);
+        meta.masks.take(1 << idx);
         Some(Slot {
             meta: m,
             idx: idx as usize,
@@ -162,13 +159,13 @@ impl State {
             }
             // SAFETY: list members are live records of this heap, lock held.
             unsafe {
-                if (*m).avail.load(Relaxed) != 0 {
+                if (*m).masks.avail() != 0 {
                     return Some(m);
                 }
                 // Rotate first: this group's freed slots wait while the next group's are used.
                 let g = (*m).next;
                 self.active[class] = g;
-                if (*g).avail.load(Relaxed) != 0 || self.activate(g) {
+                if (*g).masks.avail() != 0 || self.activate(g) {
                     return Some(g);
                 }
                 // Nothing free in `g`: it leaves the list until one of its slots is freed.
@@ -183,11 +180,7 @@ impl State {
         // SAFETY: `g` is a live record of this heap, lock held.
         let g = unsafe { &mut *g };
         loop {
-            let ready = g.freed.load(Acquire) & g.active_slots();
-            if ready != 0 {
-                // Concurrent frees only add bits, so clearing exactly `ready` loses none of theirs.
-                g.freed.fetch_and(!ready, AcqRel);
-                g.avail.store(g.avail.load(Relaxed) | ready, Relaxed);
+            if g.masks.activate(g.active_slots()) {
                 return true;
             }
             if g.active_idx >= g.last_idx {
@@ -234,9 +227,7 @@ impl State {
             meta.last_idx = (cnt - 1) as u8;
             meta.active_idx = (active - 1) as u8;
             meta.mapping = mapping;
-            meta.avail.store(meta.active_slots(), Relaxed);
-            meta.freed
-                .store(meta.all_slots() & !meta.active_slots(), Release);
+            meta.masks.init(meta.all_slots(), meta.active_slots());
             (mem as *mut *mut Meta).write(m);
             meta.all_next = self.all;
             if !self.all.is_null() {
@@ -266,7 +257,7 @@ impl State {
         // SAFETY: per the contract.
         let meta = unsafe { &mut *m };
         let bit = 1u32 << idx;
-        let mask = meta.freed.load(Acquire) | meta.avail.load(Relaxed);
+        let mask = meta.masks.free_or_avail();
         check(mask & bit == 0, Fault::DoubleFree, meta.mem as usize);
         let class = usize::from(meta.class);
         let queued = !meta.prev.is_null();
@@ -286,7 +277,7 @@ impl State {
             // SAFETY: lock held.
             unsafe { self.queue(class, m) };
         }
-        meta.freed.fetch_or(bit, Release);
+        meta.masks.mark_freed(bit);
         None
     }
 
@@ -311,8 +302,7 @@ impl State {
             // SAFETY: members of `all` are live records of this heap, lock held.
             unsafe {
                 let meta = &mut *m;
-                let mask = meta.freed.load(Acquire) | meta.avail.load(Relaxed);
-                if mask == meta.all_slots() {
+                if meta.masks.free_or_avail() == meta.all_slots() {
                     let class = usize::from(meta.class);
                     if !meta.prev.is_null() {
                         self.dequeue(class, m);

@@ -16,411 +16,47 @@
 #[cfg(test)]
 extern crate std;
 
+#[cfg(not(loom))]
+mod api;
+#[cfg(not(loom))]
 mod class;
+#[cfg(not(loom))]
 mod config;
+#[cfg(not(loom))]
 mod fault;
+#[cfg(not(loom))]
 mod fork;
+#[cfg(not(loom))]
 mod free;
+#[cfg(not(loom))]
 mod group;
+#[cfg(not(loom))]
 mod header;
+#[cfg(not(loom))]
 mod heap;
+#[cfg(not(loom))]
 mod large;
+mod masks;
+#[cfg(not(loom))]
 mod meta;
+#[cfg(not(loom))]
 mod secret;
+#[cfg(not(loom))]
 mod slot;
+#[cfg(not(loom))]
 mod stats;
+#[cfg(not(loom))]
 mod thread;
+#[cfg(not(loom))]
 mod validate;
 
-use core::ptr;
-
-use twinheap_page::error::set_errno;
-
+#[cfg(not(loom))]
+pub use api::*;
+#[cfg(not(loom))]
 pub use class::{MAX_SMALL, UNIT};
+#[cfg(not(loom))]
 pub use config::{current as config, init, Config};
+#[cfg(not(loom))]
 pub use fault::Fault;
+#[cfg(not(loom))]
 pub use stats::{stats, ClassStats, SlabStats};
-
-use crate::class::HEADER;
-use crate::meta::LARGE;
-use crate::validate::{Block, Purpose};
-
-/// Largest alignment served from size classes; larger ones get their own mapping.
-pub const MAX_CLASS_ALIGN: usize = 64 << 10;
-
-/// Requests above this fail at once (as glibc: no object may exceed PTRDIFF_MAX).
-const MAX_REQUEST: usize = isize::MAX as usize - (1 << 20);
-
-#[cold]
-fn fail(errno: i32) -> *mut u8 {
-    set_errno(errno);
-    ptr::null_mut()
-}
-
-/// Allocates `n` bytes aligned to 16. `malloc(0)` returns a unique pointer.
-#[inline]
-pub fn malloc(n: usize) -> *mut u8 {
-    if n > MAX_SMALL {
-        return alloc_large(n, UNIT);
-    }
-    let class = class::of(n);
-    let me = thread::me();
-    let Some(heap) = thread::heap_of(me) else {
-        return fail(libc::ENOMEM);
-    };
-    let slot = match heap.lock(me) {
-        // SAFETY: the guard is for `heap`, whose state it borrows.
-        Some(mut guard) => unsafe { guard.take(heap, class) },
-        None => take_reentrant(class, me),
-    };
-    match slot {
-        // SAFETY: the slot was just taken for a block of class `class`, which holds `n` bytes.
-        Some(slot) => unsafe { slot::enframe(slot, n) },
-        None => fail(libc::ENOMEM),
-    }
-}
-
-/// Malloc re-entered on a thread that holds its own heap's lock (a signal handler): use the spare heap.
-#[cold]
-fn take_reentrant(class: usize, me: usize) -> Option<slot::Slot> {
-    let heap = thread::spare()?;
-    let mut guard = heap.lock(me)?;
-    // SAFETY: the guard is for `heap`.
-    unsafe { guard.take(heap, class) }
-}
-
-#[cold]
-fn alloc_large(n: usize, align: usize) -> *mut u8 {
-    if n > MAX_REQUEST {
-        return fail(libc::ENOMEM);
-    }
-    let p = large::alloc(n, align, secret::OsEntropy.next_u32_cheap());
-    if p.is_null() {
-        return fail(libc::ENOMEM);
-    }
-    p
-}
-
-/// Frees a block from [`malloc`] and friends; null is ignored. Aborts on an invalid or double free,
-/// on a detected overflow, and on corrupted metadata. Keeps errno.
-///
-/// # Safety
-/// `p` must not be used after the call. (Passing a pointer slab did not make is detected, not UB, in
-/// nearly all cases: see docs/slab.md.)
-#[inline]
-pub unsafe fn free(p: *mut u8) {
-    if p.is_null() {
-        return;
-    }
-    // SAFETY: per the contract.
-    unsafe {
-        let b = validate::block(p, Purpose::User);
-        release(&b);
-    }
-}
-
-/// Frees a block whose size the caller states (C23 free_sized, C++ sized delete, Rust dealloc); a size
-/// other than the requested one aborts with "size mismatch".
-///
-/// # Safety
-/// As for [`free`].
-#[inline]
-pub unsafe fn free_sized(p: *mut u8, n: usize) {
-    if p.is_null() {
-        return;
-    }
-    // SAFETY: per the contract.
-    unsafe {
-        let b = validate::block(p, Purpose::User);
-        fault::check(b.n == n, Fault::SizeMismatch, p as usize);
-        release(&b);
-    }
-}
-
-unsafe fn release(b: &Block) {
-    // SAFETY: `b` was just validated and the caller gives it up.
-    unsafe {
-        if (*b.meta).class == LARGE {
-            large::free(b)
-        } else {
-            free::small(b)
-        }
-    }
-}
-
-/// Allocates `count * size` zeroed bytes; null with ENOMEM if the product overflows.
-pub fn calloc(count: usize, size: usize) -> *mut u8 {
-    let Some(total) = count.checked_mul(size) else {
-        return fail(libc::ENOMEM);
-    };
-    let p = malloc(total);
-    // Large blocks are fresh mappings, and with the write-after-free check every slot was verified
-    // all zero when it was handed out: either way there is nothing to clear.
-    if !p.is_null() && total <= MAX_SMALL && !config::check_write_after_free() {
-        // SAFETY: `p` holds `total` bytes.
-        unsafe { ptr::write_bytes(p, 0, total) };
-    }
-    p
-}
-
-/// Resizes a block, keeping its contents up to the smaller size. Stays in place when the new size
-/// still fits the slot (and is not much smaller); large blocks are remapped. On failure returns null
-/// with ENOMEM and the old block is untouched. `realloc(null, n)` is `malloc(n)`.
-///
-/// # Safety
-/// As for [`free`]: after success only the returned pointer is valid.
-pub unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
-    if p.is_null() {
-        return malloc(n);
-    }
-    // SAFETY: per the contract.
-    unsafe {
-        let b = validate::block(p, Purpose::User);
-        let class = (*b.meta).class;
-        if class == LARGE {
-            if n > MAX_SMALL {
-                if n > MAX_REQUEST {
-                    return fail(libc::ENOMEM);
-                }
-                let q = large::realloc(&b, n);
-                return if q.is_null() { fail(libc::ENOMEM) } else { q };
-            }
-        } else if n <= b.end as usize - p as usize && class::of(n) + 1 >= usize::from(class) {
-            resize_in_place(&b, n);
-            return p;
-        }
-        let q = malloc(n);
-        if q.is_null() {
-            return q;
-        }
-        ptr::copy_nonoverlapping(p, q, n.min(b.n));
-        release(&b);
-        q
-    }
-}
-
-/// Changes a block's recorded size without moving it. Bytes given up and the old size encoding are
-/// cleared (with zero-on-free) so that the slot's slack stays zero.
-unsafe fn resize_in_place(b: &Block, n: usize) {
-    // SAFETY: `b` is a validated block and `n` fits between `p` and `end`.
-    unsafe {
-        if config::zero_on_free() {
-            ptr::write_bytes(
-                b.p.add(n.min(b.n)),
-                0,
-                b.end as usize - b.p as usize - n.min(b.n),
-            );
-        }
-        header::set_size(b.p, b.end, n);
-    }
-}
-
-/// Allocates `n` bytes aligned to `align`, a power of two (otherwise null with EINVAL). Alignments up
-/// to [`MAX_CLASS_ALIGN`] come from size classes, larger ones from their own mapping.
-pub fn aligned_alloc(align: usize, n: usize) -> *mut u8 {
-    if !align.is_power_of_two() {
-        return fail(libc::EINVAL);
-    }
-    if align <= UNIT {
-        return malloc(n);
-    }
-    let Some(padded) = n.checked_add(align - UNIT) else {
-        return fail(libc::ENOMEM);
-    };
-    if align > MAX_CLASS_ALIGN || padded > MAX_SMALL {
-        return alloc_large(n, align);
-    }
-    let p0 = malloc(padded);
-    if p0.is_null() {
-        return p0;
-    }
-    // SAFETY: `p0` is a block we just made; the aligned point and its header stay inside its slot.
-    unsafe {
-        let b = validate::block(p0, Purpose::User);
-        let p = ((p0 as usize + align - 1) & !(align - 1)) as *mut u8;
-        if p != p0 {
-            if p0 != b.start {
-                ptr::write_bytes(p0.sub(HEADER), 0, HEADER);
-            }
-            header::write(
-                b.start,
-                b.idx,
-                header::CODE_START,
-                (p as usize - b.start as usize) / UNIT,
-            );
-            header::write(p, b.idx, 0, (p as usize - b.storage as usize) / UNIT);
-        }
-        // The padding's size encoding (canary, count) lies past the aligned block: clear it.
-        ptr::write_bytes(p.add(n), 0, b.end as usize - p as usize - n);
-        header::set_size(p, b.end, n);
-        p
-    }
-}
-
-/// The requested size of a live block (exactly what was asked for), after full validation; 0 for null.
-///
-/// # Safety
-/// `p` is null or a live block.
-pub unsafe fn usable_size(p: *mut u8) -> usize {
-    if p.is_null() {
-        return 0;
-    }
-    // SAFETY: per the contract.
-    unsafe { validate::block(p, Purpose::User).n }
-}
-
-/// Returns every empty group to the OS (the groups hysteresis keeps are released too). Returns true if
-/// anything was released.
-pub fn trim() -> bool {
-    let me = thread::me();
-    let mut released = false;
-    thread::for_each_heap(|heap| loop {
-        let Some(mut guard) = heap.lock(me) else {
-            break;
-        };
-        // SAFETY: lock held.
-        let group = unsafe { guard.take_empty() };
-        drop(guard);
-        match group {
-            // SAFETY: detached under the lock with every slot free.
-            Some(m) => unsafe {
-                free::release_group(m);
-                released = true;
-            },
-            None => break,
-        }
-    });
-    released
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::vec::Vec;
-
-    fn fill(p: *mut u8, n: usize, seed: u8) {
-        for i in 0..n {
-            // SAFETY: the caller passes a live block of `n` bytes.
-            unsafe { *p.add(i) = seed.wrapping_add(i as u8) | 1 };
-        }
-    }
-
-    fn holds(p: *const u8, n: usize, seed: u8) -> bool {
-        // SAFETY: as in `fill`.
-        (0..n).all(|i| unsafe { *p.add(i) } == seed.wrapping_add(i as u8) | 1)
-    }
-
-    #[test]
-    fn every_size_round_trips() {
-        let sizes: Vec<usize> = (0..300)
-            .chain([1000, 4000, 5000, 20_000, 100_000, 131_052, 131_053, 1 << 20])
-            .collect();
-        let mut blocks = Vec::new();
-        for (k, &n) in sizes.iter().enumerate() {
-            let p = malloc(n);
-            assert!(!p.is_null());
-            assert_eq!(p as usize % UNIT, 0);
-            // SAFETY: live block.
-            assert_eq!(unsafe { usable_size(p) }, n);
-            fill(p, n, k as u8);
-            blocks.push((p, n, k as u8));
-        }
-        for &(p, n, k) in &blocks {
-            assert!(holds(p, n, k), "size {n}");
-            // SAFETY: live block, freed once.
-            unsafe { free_sized(p, n) };
-        }
-    }
-
-    #[test]
-    fn calloc_zeroes_reused_slots() {
-        for _ in 0..100 {
-            let p = malloc(64);
-            fill(p, 64, 3);
-            // SAFETY: live block.
-            unsafe { free(p) };
-            let q = calloc(8, 8);
-            // SAFETY: 64 bytes.
-            assert!((0..64).all(|i| unsafe { *q.add(i) } == 0));
-            // SAFETY: live block.
-            unsafe { free(q) };
-        }
-        assert!(calloc(usize::MAX, 2).is_null());
-    }
-
-    #[test]
-    fn realloc_keeps_contents_across_classes_and_large() {
-        let mut p = malloc(10);
-        fill(p, 10, 9);
-        let mut n = 10;
-        for next in [30, 200, 5000, 70_000, 200_000, 3 << 20, 150_000, 100, 5] {
-            // SAFETY: `p` is live.
-            let q = unsafe { realloc(p, next) };
-            assert!(!q.is_null());
-            let keep = n.min(next);
-            assert!(holds(q, keep, 9), "{n} -> {next}");
-            // SAFETY: live block.
-            assert_eq!(unsafe { usable_size(q) }, next);
-            fill(q, next, 9);
-            p = q;
-            n = next;
-        }
-        // SAFETY: live block.
-        unsafe { free(p) };
-    }
-
-    #[test]
-    fn aligned_blocks_are_aligned_and_free_cleanly() {
-        for shift in 4..=22 {
-            let align = 1usize << shift;
-            for n in [1, 100, 5000] {
-                let p = aligned_alloc(align, n);
-                assert!(!p.is_null());
-                assert_eq!(p as usize % align, 0, "align {align}");
-                // SAFETY: live block.
-                assert_eq!(unsafe { usable_size(p) }, n);
-                fill(p, n, 1);
-                // SAFETY: live block.
-                unsafe { free(p) };
-            }
-        }
-        assert!(aligned_alloc(24, 10).is_null());
-    }
-
-    #[test]
-    fn threads_free_each_others_blocks() {
-        let handles: Vec<_> = (0..8)
-            .map(|t| {
-                std::thread::spawn(move || {
-                    let mut mine = Vec::new();
-                    for i in 0..20_000usize {
-                        let n = (i * 7 + t) % 700;
-                        let p = malloc(n);
-                        fill(p, n, t as u8);
-                        mine.push((p as usize, n));
-                    }
-                    mine
-                })
-            })
-            .collect();
-        let all: Vec<Vec<(usize, usize)>> =
-            handles.into_iter().map(|h| h.join().unwrap()).collect();
-        // Free every thread's blocks from other threads.
-        let frees: Vec<_> = all
-            .into_iter()
-            .enumerate()
-            .map(|(t, blocks)| {
-                std::thread::spawn(move || {
-                    for (p, n) in blocks {
-                        assert!(holds(p as *const u8, n, t as u8));
-                        // SAFETY: each block is freed exactly once, by this thread.
-                        unsafe { free(p as *mut u8) };
-                    }
-                })
-            })
-            .collect();
-        for h in frees {
-            h.join().unwrap();
-        }
-    }
-}

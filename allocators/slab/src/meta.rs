@@ -13,11 +13,12 @@
 
 use core::mem::size_of;
 use core::ptr;
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Acquire, Ordering::Release};
+use core::sync::atomic::{AtomicUsize, Ordering::Acquire, Ordering::Release};
 
 use twinheap_page::{map, MapOptions, Mapping, Mutex};
 
 use crate::heap::Heap;
+use crate::masks::Masks;
 use crate::secret::secret;
 
 /// Size and alignment of a meta area.
@@ -29,9 +30,9 @@ pub(crate) const LARGE: u8 = 63;
 
 /// One group's out-of-band record.
 ///
-/// Which lock guards what: `prev`, `next`, `all_prev`, `all_next`, `active_idx`, `dying` and `avail`
-/// change only under the owner heap's lock (the large-block list lock for large blocks); `freed` gains bits by CAS from any thread freeing a slot and loses them only under the owner
-/// lock; `mem`, `heap`, `last_idx`, `class` and `mapping` are set before the group's first slot is
+/// Which lock guards what: `prev`, `next`, `all_prev`, `all_next`, `active_idx` and `dying` change
+/// only under the owner heap's lock (the large-block list lock for large blocks); `masks` follow the
+/// protocol in `masks.rs`; `mem`, `heap`, `last_idx`, `class` and `mapping` are set before the group's first slot is
 /// handed out and cleared only after its last slot is free.
 #[repr(C)]
 pub(crate) struct Meta {
@@ -41,10 +42,8 @@ pub(crate) struct Meta {
     pub(crate) mem: *mut u8,
     /// Owner heap (null for large allocations).
     pub(crate) heap: *const Heap,
-    /// Slots that malloc may hand out now.
-    pub(crate) avail: AtomicU32,
-    /// Slots freed since the last activation, plus slots not activated yet.
-    pub(crate) freed: AtomicU32,
+    /// Which slots are available, freed or in use (see `masks.rs` for who may change what).
+    pub(crate) masks: Masks,
     /// Number of slots minus one (0..=31).
     pub(crate) last_idx: u8,
     /// Highest slot index activated so far (lazy activation keeps untouched pages clean).

@@ -3,8 +3,6 @@
 //! Nothing is counted on the allocation paths: a walk costs time proportional to the number of groups
 //! and is meant for occasional calls (malloc_stats, TWINHEAP_STATS, tests).
 
-use core::sync::atomic::Ordering::Relaxed;
-
 use crate::class::{self, CLASSES, UNIT};
 use crate::header::{self, CODE_NESTED, CODE_START, CODE_U32, GROUP_HEADER, HEADER_AFTER};
 use crate::meta::{self, Meta};
@@ -96,7 +94,7 @@ unsafe fn count_group(m: &Meta, s: &mut SlabStats) {
     if let Some(mapping) = m.mapping {
         s.mapped += mapping.len();
     }
-    let live = m.all_slots() & !(m.avail.load(Relaxed) | m.freed.load(Relaxed));
+    let live = m.all_slots() & !m.masks.free_or_avail();
     for idx in 0..slots {
         if live & (1 << idx) == 0 {
             continue;

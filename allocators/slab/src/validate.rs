@@ -118,9 +118,7 @@ pub(crate) unsafe fn block(p: *mut u8, purpose: Purpose) -> Block {
     if h.flags & FLAG_FREED != 0 {
         report(Fault::DoubleFree, a);
     }
-    let state = meta.avail.load(core::sync::atomic::Ordering::Relaxed)
-        | meta.freed.load(core::sync::atomic::Ordering::Acquire);
-    check(state & bit == 0, Fault::InvalidFree, a);
+    check(meta.masks.free_or_avail() & bit == 0, Fault::InvalidFree, a);
     let n = match purpose {
         // A nested group's size is known from its own record; its slot carries no slack encoding.
         Purpose::Nested => 0,
