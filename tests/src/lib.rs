@@ -471,6 +471,105 @@ pub fn write_in_child(addr: usize, value: u8) -> ChildOutcome {
     })
 }
 
+/// Like [`run_in_child_capturing_stderr_timeout`], but the child's fd 2 is one end of an `AF_UNIX`
+/// `SOCK_SEQPACKET` socket pair, which keeps message boundaries: the result holds one entry per
+/// `write(2)` the child made on fd 2. Proves that a diagnostic line is emitted by a single write (and
+/// so cannot interleave with another thread's output).
+///
+/// # Panics
+/// In the parent, if `socketpair`, `fork` or `waitpid` fails.
+pub fn run_in_child_capturing_stderr_writes(
+    timeout: Duration,
+    f: impl FnOnce() -> i32,
+) -> (ChildOutcome, Vec<Vec<u8>>) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors socketpair writes.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        panic!("socketpair failed: {}", io::Error::last_os_error());
+    }
+    let [read_end, write_end] = fds;
+    // SAFETY: as in `run_in_child_timeout`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        let err = io::Error::last_os_error();
+        // SAFETY: both descriptors are ours and open.
+        unsafe {
+            libc::close(read_end);
+            libc::close(write_end);
+        }
+        panic!("fork failed: {err}");
+    }
+    if pid == 0 {
+        child_main(Some((read_end, write_end)), f);
+    }
+    // SAFETY: as in `run_in_child_capturing_stderr_timeout`.
+    unsafe {
+        libc::close(write_end);
+        let flags = libc::fcntl(read_end, libc::F_GETFL);
+        libc::fcntl(read_end, libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    let mut messages = Vec::new();
+    let outcome = wait_child(pid, timeout, &mut || {
+        drain_messages(read_end, &mut messages)
+    });
+    drain_messages(read_end, &mut messages);
+    // SAFETY: the read end is ours and still open.
+    unsafe { libc::close(read_end) };
+    (outcome, messages)
+}
+
+/// Reads every message available right now from the non-blocking `SOCK_SEQPACKET` socket `fd`.
+fn drain_messages(fd: i32, out: &mut Vec<Vec<u8>>) {
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        // SAFETY: `buf` is a valid destination of its length.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n > 0 {
+            out.push(buf[..n as usize].to_vec());
+        } else if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        } else {
+            return; // EOF, EAGAIN, or an error: nothing more to read now
+        }
+    }
+}
+
+/// Parses a heap-fault report, `twinheap(<allocator>): <fault> at 0x<hex>\n`, which must be the whole
+/// of `stderr` (exactly one line, newline-terminated). Returns the fault text and the address.
+pub fn parse_fault_line(stderr: &[u8], allocator: &str) -> Option<(String, usize)> {
+    let text = std::str::from_utf8(stderr).ok()?;
+    let line = text.strip_suffix('\n')?;
+    if line.contains('\n') {
+        return None;
+    }
+    let rest = line.strip_prefix(&format!("twinheap({allocator}): "))?;
+    let (fault, addr) = rest.rsplit_once(" at 0x")?;
+    if addr.is_empty() || !addr.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some((fault.to_string(), usize::from_str_radix(addr, 16).ok()?))
+}
+
+/// The current thread's errno (for checking what a failed allocation call reported).
+pub fn errno() -> i32 {
+    // SAFETY: __errno_location always returns a valid pointer to this thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Sets the current thread's errno.
+pub fn set_errno(value: i32) {
+    // SAFETY: as in `errno`.
+    unsafe { *libc::__errno_location() = value };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -564,5 +663,39 @@ mod tests {
             assert_eq!(first_nonzero(buf.as_ptr().add(1), 999), Some(499));
             assert_eq!(check_pattern(buf.as_ptr(), 1000, 42), Some(0));
         }
+    }
+
+    #[test]
+    fn child_writes_are_captured_one_per_message() {
+        let (outcome, msgs) = run_in_child_capturing_stderr_writes(DEFAULT_CHILD_TIMEOUT, || {
+            // SAFETY: writing static buffers to fd 2 (the socket).
+            unsafe {
+                libc::write(2, b"one\n".as_ptr().cast(), 4);
+                libc::write(2, b"two".as_ptr().cast(), 3);
+                libc::write(2, b"\n".as_ptr().cast(), 1);
+            }
+            4
+        });
+        assert_eq!(outcome, ChildOutcome::Exited(4));
+        assert_eq!(msgs, [&b"one\n"[..], b"two", b"\n"]);
+    }
+
+    #[test]
+    fn fault_lines_parse_strictly() {
+        let ok = b"twinheap(slab): double free at 0x7f00aa10\n";
+        assert_eq!(
+            parse_fault_line(ok, "slab"),
+            Some(("double free".to_string(), 0x7f00_aa10))
+        );
+        assert_eq!(parse_fault_line(ok, "arena"), None);
+        assert_eq!(parse_fault_line(&ok[..ok.len() - 1], "slab"), None);
+        let twice = [&ok[..], &ok[..]].concat();
+        assert_eq!(parse_fault_line(&twice, "slab"), None);
+        assert_eq!(
+            parse_fault_line(b"twinheap(slab): heap overflow at 0x\n", "slab"),
+            None
+        );
+        set_errno(libc::EINVAL);
+        assert_eq!(errno(), libc::EINVAL);
     }
 }
