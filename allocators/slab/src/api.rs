@@ -1,7 +1,11 @@
 //! The public entry points: malloc, free, calloc, realloc, aligned_alloc, usable_size, trim.
 //!
-//! Each validates what it is given, forwards to the heaps (classed blocks) or to `large.rs`, and
-//! reports failure as null plus errno, as the C functions do.
+//! Each opens a session (see `thread.rs`). A call made while the same thread is already inside slab
+//! (a signal handler that interrupted it) must not wait for a lock, since the interrupted call may
+//! hold it: such an allocation only *tries* the locks it needs and fails with ENOMEM when one is taken
+//! (large allocations always fail); such a free is parked until the interrupted call leaves.
+//! Everything else validates what it is given, then works on the thread's heap (classed blocks) or in
+//! `large.rs`, and reports failure as null plus errno, as the C functions do.
 
 use core::ptr;
 
@@ -9,9 +13,11 @@ use twinheap_page::error::set_errno;
 
 use crate::class::{self, HEADER, MAX_SMALL, UNIT};
 use crate::fault::{self, Fault};
+use crate::heap::Heap;
 use crate::meta::LARGE;
-use crate::validate::{Block, Purpose};
-use crate::{config, header, large, secret, slot, thread, validate};
+use crate::thread::{self, Entry};
+use crate::validate::{self, Block, Purpose};
+use crate::{config, header, large, secret, slot};
 
 /// Largest alignment served from size classes; larger ones get their own mapping.
 pub const MAX_CLASS_ALIGN: usize = 64 << 10;
@@ -25,41 +31,59 @@ fn fail(errno: i32) -> *mut u8 {
     ptr::null_mut()
 }
 
+/// What an allocating call works with.
+struct Ctx {
+    heap: &'static Heap,
+    /// Re-entered from a signal handler: try locks, never wait; park frees in `slot`.
+    reentrant: Option<usize>,
+}
+
+/// Runs `f` in a session (or a re-entered one), or fails with ENOMEM when no heap can be had.
+#[inline]
+fn with_session(f: impl FnOnce(&Ctx) -> *mut u8) -> *mut u8 {
+    match thread::enter() {
+        Entry::Session(session) => f(&Ctx {
+            heap: session.heap,
+            reentrant: None,
+        }),
+        Entry::Reentrant(slot, Some(heap)) => f(&Ctx {
+            heap,
+            reentrant: Some(slot),
+        }),
+        Entry::Reentrant(_, None) | Entry::NoHeap => fail(libc::ENOMEM),
+    }
+}
+
 /// Allocates `n` bytes aligned to 16. `malloc(0)` returns a unique pointer.
 #[inline]
 pub fn malloc(n: usize) -> *mut u8 {
+    with_session(|ctx| malloc_in(ctx, n))
+}
+
+#[inline]
+fn malloc_in(ctx: &Ctx, n: usize) -> *mut u8 {
     if n > MAX_SMALL {
-        return alloc_large(n, UNIT);
+        return alloc_large(ctx, n, UNIT);
     }
-    let class = class::of(n);
-    let me = thread::me();
-    let Some(heap) = thread::heap_of(me) else {
-        return fail(libc::ENOMEM);
-    };
-    let slot = match heap.lock(me) {
+    let heap = ctx.heap;
+    let slot = match ctx.reentrant {
         // SAFETY: the guard is for `heap`, whose state it borrows.
-        Some(mut guard) => unsafe { guard.take(heap, class) },
-        None => take_reentrant(class, me),
+        None => unsafe { heap.lock().take(heap, class::of(n), false) },
+        // SAFETY: as above.
+        Some(_) => heap
+            .try_lock()
+            .and_then(|mut g| unsafe { g.take(heap, class::of(n), true) }),
     };
     match slot {
-        // SAFETY: the slot was just taken for a block of class `class`, which holds `n` bytes.
+        // SAFETY: the slot was just taken for a block of class `of(n)`, which holds `n` bytes.
         Some(slot) => unsafe { slot::enframe(slot, n) },
         None => fail(libc::ENOMEM),
     }
 }
 
-/// Malloc re-entered on a thread that holds its own heap's lock (a signal handler): use the spare heap.
 #[cold]
-fn take_reentrant(class: usize, me: usize) -> Option<slot::Slot> {
-    let heap = thread::spare()?;
-    let mut guard = heap.lock(me)?;
-    // SAFETY: the guard is for `heap`.
-    unsafe { guard.take(heap, class) }
-}
-
-#[cold]
-fn alloc_large(n: usize, align: usize) -> *mut u8 {
-    if n > MAX_REQUEST {
+fn alloc_large(ctx: &Ctx, n: usize, align: usize) -> *mut u8 {
+    if n > MAX_REQUEST || ctx.reentrant.is_some() {
         return fail(libc::ENOMEM);
     }
     let p = large::alloc(n, align, secret::OsEntropy.next_u32_cheap());
@@ -80,10 +104,18 @@ pub unsafe fn free(p: *mut u8) {
     if p.is_null() {
         return;
     }
-    // SAFETY: per the contract.
-    unsafe {
-        let b = validate::block(p, Purpose::User);
-        release(&b);
+    match thread::enter() {
+        // SAFETY: per the contract.
+        Entry::Session(_session) => unsafe { release(&validate::block(p, Purpose::User)) },
+        Entry::Reentrant(slot, _) => {
+            // Validate now (reads only), finish when the interrupted call leaves slab.
+            // SAFETY: per the contract.
+            unsafe { validate::block(p, Purpose::User) };
+            thread::park(slot, p);
+        }
+        // No heap is needed to free; without a table entry the free simply runs.
+        // SAFETY: per the contract.
+        Entry::NoHeap => unsafe { release(&validate::block(p, Purpose::User)) },
     }
 }
 
@@ -97,11 +129,17 @@ pub unsafe fn free_sized(p: *mut u8, n: usize) {
     if p.is_null() {
         return;
     }
-    // SAFETY: per the contract.
-    unsafe {
-        let b = validate::block(p, Purpose::User);
-        fault::check(b.n == n, Fault::SizeMismatch, p as usize);
-        release(&b);
+    // SAFETY: per the contract; validation only reads.
+    let b = unsafe { validate::block(p, Purpose::User) };
+    fault::check(b.n == n, Fault::SizeMismatch, p as usize);
+    match thread::enter() {
+        // SAFETY: per the contract.
+        Entry::Session(_session) => unsafe { release(&b) },
+        Entry::Reentrant(slot, _) => {
+            thread::park(slot, p);
+        }
+        // SAFETY: per the contract.
+        Entry::NoHeap => unsafe { release(&b) },
     }
 }
 
@@ -142,12 +180,17 @@ pub unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
         return malloc(n);
     }
     // SAFETY: per the contract.
+    with_session(|ctx| unsafe { realloc_in(ctx, p, n) })
+}
+
+unsafe fn realloc_in(ctx: &Ctx, p: *mut u8, n: usize) -> *mut u8 {
+    // SAFETY: per the contract of `realloc`.
     unsafe {
         let b = validate::block(p, Purpose::User);
         let class = (*b.meta).class;
         if class == LARGE {
             if n > MAX_SMALL {
-                if n > MAX_REQUEST {
+                if n > MAX_REQUEST || ctx.reentrant.is_some() {
                     return fail(libc::ENOMEM);
                 }
                 let q = large::realloc(&b, n);
@@ -157,12 +200,17 @@ pub unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
             resize_in_place(&b, n);
             return p;
         }
-        let q = malloc(n);
+        let q = malloc_in(ctx, n);
         if q.is_null() {
             return q;
         }
         ptr::copy_nonoverlapping(p, q, n.min(b.n));
-        release(&b);
+        match ctx.reentrant {
+            None => release(&b),
+            Some(slot) => {
+                thread::park(slot, p);
+            }
+        }
         q
     }
 }
@@ -189,16 +237,20 @@ pub fn aligned_alloc(align: usize, n: usize) -> *mut u8 {
     if !align.is_power_of_two() {
         return fail(libc::EINVAL);
     }
+    with_session(|ctx| aligned_in(ctx, align, n))
+}
+
+fn aligned_in(ctx: &Ctx, align: usize, n: usize) -> *mut u8 {
     if align <= UNIT {
-        return malloc(n);
+        return malloc_in(ctx, n);
     }
     let Some(padded) = n.checked_add(align - UNIT) else {
         return fail(libc::ENOMEM);
     };
     if align > MAX_CLASS_ALIGN || padded > MAX_SMALL {
-        return alloc_large(n, align);
+        return alloc_large(ctx, n, align);
     }
-    let p0 = malloc(padded);
+    let p0 = malloc_in(ctx, padded);
     if p0.is_null() {
         return p0;
     }
@@ -226,6 +278,7 @@ pub fn aligned_alloc(align: usize, n: usize) -> *mut u8 {
 }
 
 /// The requested size of a live block (exactly what was asked for), after full validation; 0 for null.
+/// Takes no lock, so it is safe even from a signal handler that interrupted slab.
 ///
 /// # Safety
 /// `p` is null or a live block.
@@ -237,18 +290,17 @@ pub unsafe fn usable_size(p: *mut u8) -> usize {
     unsafe { validate::block(p, Purpose::User).n }
 }
 
-/// Returns every empty group to the OS (the groups hysteresis keeps are released too). Returns true if
-/// anything was released.
+/// Returns every empty group to the OS (the groups hysteresis keeps are released too), and unmaps the
+/// tombstones of freed large blocks. Returns true if anything was released. Does nothing when called
+/// from a signal handler that interrupted slab.
 pub fn trim() -> bool {
-    let me = thread::me();
-    let mut released = false;
+    let Entry::Session(_session) = thread::enter() else {
+        return false;
+    };
+    let mut released = large::flush_tombstones();
     thread::for_each_heap(|heap| loop {
-        let Some(mut guard) = heap.lock(me) else {
-            break;
-        };
-        // SAFETY: lock held.
-        let group = unsafe { guard.take_empty() };
-        drop(guard);
+        // SAFETY: lock held for the call.
+        let group = unsafe { heap.lock().take_empty() };
         match group {
             // SAFETY: detached under the lock with every slot free.
             Some(m) => unsafe {

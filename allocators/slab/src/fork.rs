@@ -1,7 +1,7 @@
 //! fork: every slab lock is taken before fork and released (parent) or reset (child) after.
 //!
-//! Order, the same everywhere locks nest: registry, then each heap, then the large list, then the meta
-//! pool (a heap creating a group takes the pool lock while holding its own). The child runs on one
+//! Order, the same everywhere locks nest: registry, then each heap, then the large list and the
+//! tombstones, then the meta pool (a heap creating a group takes the pool lock while holding its own). The child runs on one
 //! thread, the one that forked: the heaps of the others go back to the free list.
 //!
 //! The handlers are registered once, after the first heap exists and outside every lock, because
@@ -23,7 +23,9 @@ pub(crate) fn register() {
 unsafe extern "C" fn prepare() {
     thread::registry_lock().lock();
     thread::for_each_heap(|heap| heap.raw_lock().lock());
-    large::fork_lock().lock();
+    for lock in large::fork_locks() {
+        lock.lock();
+    }
     meta::fork_lock().lock();
 }
 
@@ -31,7 +33,9 @@ unsafe extern "C" fn parent() {
     // SAFETY: `prepare` took every one of these locks on this thread.
     unsafe {
         meta::fork_lock().unlock();
-        large::fork_lock().unlock();
+        for lock in large::fork_locks() {
+            lock.unlock();
+        }
         thread::for_each_heap(|heap| heap.raw_lock().unlock());
         thread::registry_lock().unlock();
     }
@@ -41,10 +45,11 @@ unsafe extern "C" fn child() {
     // SAFETY: the child is single-threaded and `prepare` took every lock before the fork.
     unsafe {
         meta::fork_lock().reset_after_fork();
-        large::fork_lock().reset_after_fork();
+        for lock in large::fork_locks() {
+            lock.reset_after_fork();
+        }
         thread::for_each_heap(|heap| {
             heap.raw_lock().reset_after_fork();
-            heap.forget_holder();
         });
         thread::registry_lock().reset_after_fork();
     }

@@ -11,7 +11,6 @@ use crate::fault::{report, Fault};
 use crate::masks::Lockless;
 use crate::meta::{self, Meta};
 use crate::slot;
-use crate::thread;
 use crate::validate::{self, Block, Purpose};
 
 /// Frees a validated small block.
@@ -39,12 +38,7 @@ unsafe fn mark_freed(m: *mut Meta, idx: usize) {
     }
     // SAFETY: a group's owner heap outlives it (heaps are never destroyed).
     let heap = unsafe { &*meta.heap };
-    let Some(mut guard) = heap.lock(thread::me()) else {
-        // Re-entered from a signal handler while this thread holds the owner's lock: mark the slot
-        // without list maintenance. The group may stay off its list until trim; nothing is corrupted.
-        meta.masks.mark_freed(bit);
-        return;
-    };
+    let mut guard = heap.lock();
     // SAFETY: lock held; slot `idx` is in use (checked again inside).
     let release = unsafe { guard.free_locked(m, idx) };
     drop(guard);

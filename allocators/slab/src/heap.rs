@@ -14,14 +14,12 @@
 //! - `all` lists every group the heap owns, full ones included;
 //! - list links are checked on every unlink (safe unlinking), which mallocng does not do.
 //!
-//! The lock records its holder. A thread that finds its own heap locked by itself (a signal handler
-//! that allocates while the thread was inside malloc) gets `None` and is sent elsewhere instead of
-//! deadlocking.
+//! Re-entry (a signal handler allocating while its thread is inside slab) is caught before any heap
+//! is locked, in `thread.rs`, so this lock is never taken twice by one thread.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::ptr;
-use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use rand_core::RngCore;
 use twinheap_page::Lock;
@@ -36,7 +34,6 @@ use crate::slot::{self, Slot};
 
 pub(crate) struct Heap {
     lock: Lock,
-    holder: AtomicUsize,
     state: UnsafeCell<State>,
     /// Next heap in the registry's list of all heaps; written once, before the heap is published.
     pub(crate) next_all: *mut Heap,
@@ -44,8 +41,8 @@ pub(crate) struct Heap {
     pub(crate) next_free: UnsafeCell<*mut Heap>,
 }
 
-// SAFETY: all mutable state sits behind `lock` (State) or the registry lock (next_free); `holder` is
-// atomic and `next_all` is immutable once the heap is shared.
+// SAFETY: all mutable state sits behind `lock` (State) or the registry lock (next_free);
+// `next_all` is immutable once the heap is shared.
 unsafe impl Sync for Heap {}
 
 pub(crate) struct State {
@@ -59,7 +56,6 @@ impl Heap {
     pub(crate) fn new() -> Heap {
         Heap {
             lock: Lock::new(),
-            holder: AtomicUsize::new(0),
             state: UnsafeCell::new(State {
                 active: [ptr::null_mut(); CLASSES],
                 usage: [0; CLASSES],
@@ -71,28 +67,22 @@ impl Heap {
         }
     }
 
-    /// Locks the heap for thread `me`, or returns `None` if `me` already holds it (re-entry from a
-    /// signal handler): the caller must then use another heap.
+    /// Locks the heap.
     #[inline]
-    pub(crate) fn lock(&self, me: usize) -> Option<Guard<'_>> {
-        if !self.lock.try_lock() {
-            if self.holder.load(Relaxed) == me {
-                return None;
-            }
-            self.lock.lock();
-        }
-        self.holder.store(me, Relaxed);
-        Some(Guard { heap: self })
+    pub(crate) fn lock(&self) -> Guard<'_> {
+        self.lock.lock();
+        Guard { heap: self }
+    }
+
+    /// Locks the heap if it is free right now (re-entered calls must not wait).
+    #[inline]
+    pub(crate) fn try_lock(&self) -> Option<Guard<'_>> {
+        self.lock.try_lock().then(|| Guard { heap: self })
     }
 
     /// The raw lock, for fork handlers.
     pub(crate) fn raw_lock(&self) -> &Lock {
         &self.lock
-    }
-
-    /// Clears the holder after a fork reset.
-    pub(crate) fn forget_holder(&self) {
-        self.holder.store(0, Relaxed);
     }
 }
 
@@ -118,23 +108,28 @@ impl DerefMut for Guard<'_> {
 
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
-        self.heap.holder.store(0, Relaxed);
         // SAFETY: the guard was created by taking the lock on this thread.
         unsafe { self.heap.lock.unlock() }
     }
 }
 
 impl State {
-    /// Takes a slot of `class`, creating a group when none has one available.
+    /// Takes a slot of `class`, creating a group when none has one available. With `try_only` (a call
+    /// re-entered from a signal handler) no lock is waited for: a busy metadata pool means failure.
     ///
     /// # Safety
     /// `heap` is the heap this state belongs to, and its lock is held.
-    pub(crate) unsafe fn take(&mut self, heap: *const Heap, class: usize) -> Option<Slot> {
+    pub(crate) unsafe fn take(
+        &mut self,
+        heap: *const Heap,
+        class: usize,
+        try_only: bool,
+    ) -> Option<Slot> {
         // SAFETY: list members are live records of this heap, and `heap` owns this state (lock held).
         let m = match unsafe { self.find(class) } {
             Some(m) => m,
             // SAFETY: as above.
-            None => unsafe { self.create_group(heap, class)? },
+            None => unsafe { self.create_group(heap, class, try_only)? },
         };
         // SAFETY: `m` is a live record of this heap with at least one available slot.
         let meta = unsafe { &*m };
@@ -196,13 +191,18 @@ impl State {
     }
 
     /// Creates a group of `class` and puts it on the (empty) active list.
-    unsafe fn create_group(&mut self, heap: *const Heap, class: usize) -> Option<*mut Meta> {
+    unsafe fn create_group(
+        &mut self,
+        heap: *const Heap,
+        class: usize,
+        try_only: bool,
+    ) -> Option<*mut Meta> {
         let cnt = group::count(class, self.usage[class] as usize);
         let span = group::span(class, cnt);
-        let m = meta::alloc()?;
+        let m = meta::alloc(try_only)?;
         let placed = if group::is_nested(span) {
             // SAFETY: lock held; the nested block comes from a larger class of this same heap.
-            unsafe { self.take_nested(heap, span) }.map(|p| (p, None, cnt, cnt))
+            unsafe { self.take_nested(heap, span, try_only) }.map(|p| (p, None, cnt, cnt))
         } else {
             group::map_group(class, cnt).map(|(mapping, cnt)| {
                 (
@@ -241,9 +241,14 @@ impl State {
     }
 
     /// A block of `span` bytes from a larger class, to hold a nested group.
-    unsafe fn take_nested(&mut self, heap: *const Heap, span: usize) -> Option<*mut u8> {
+    unsafe fn take_nested(
+        &mut self,
+        heap: *const Heap,
+        span: usize,
+        try_only: bool,
+    ) -> Option<*mut u8> {
         // SAFETY: lock held; recursion is bounded because the parent class is strictly larger.
-        let slot = unsafe { self.take(heap, class::of(span))? };
+        let slot = unsafe { self.take(heap, class::of(span), try_only)? };
         // SAFETY: the slot was just taken from this heap and is ours alone.
         Some(unsafe { slot::enframe_nested(slot, span) })
     }

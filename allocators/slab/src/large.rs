@@ -6,13 +6,17 @@
 //! random 16-byte offset within the mapping's final partial page. realloc between large sizes is an
 //! mremap through the page backend, which moves pages rather than copying and keeps the guards.
 //! Large blocks are unmapped on free, so freed memory is never reused in place and needs no zeroing.
+//! Only the first pages, up to the block's header, stay behind for a while as a *tombstone* with the
+//! header marked freed: a second free of the pointer then reads "freed" and is reported as a double
+//! free instead of faulting on unmapped memory. The last 64 tombstones are kept (each at most 64 KiB
+//! of address space, one touched page); `trim` unmaps them all.
 //!
 //! All large blocks are on one list (under its own lock, taken only around mmap-sized work) so that
 //! statistics can find them.
 
 use core::ptr;
 
-use twinheap_page::{map, page_size, MapOptions, Mutex};
+use twinheap_page::{map, page_size, MapOptions, Mapping, Mutex};
 
 use crate::class::UNIT;
 use crate::header::{self, GROUP_HEADER, HEADER_AFTER};
@@ -38,7 +42,7 @@ pub(crate) fn alloc(n: usize, align: usize, fresh: u32) -> *mut u8 {
     let Ok(mapping) = map(need, &opts) else {
         return ptr::null_mut();
     };
-    let Some(m) = meta::alloc() else {
+    let Some(m) = meta::alloc(false) else {
         // SAFETY: the mapping was just made and is unused.
         let _ = unsafe { mapping.unmap() };
         return ptr::null_mut();
@@ -59,6 +63,15 @@ pub(crate) fn alloc(n: usize, align: usize, fresh: u32) -> *mut u8 {
         meta.class = LARGE;
         meta.mapping = Some(mapping);
         (base as *mut *mut Meta).write(m);
+        if p != storage {
+            // A slot-start record says where the block sits, as in classed slots.
+            header::write(
+                storage as *mut u8,
+                0,
+                header::CODE_START,
+                (p - storage) / UNIT,
+            );
+        }
         header::write(p as *mut u8, 0, 0, (p - storage) / UNIT);
         header::set_size(p as *mut u8, end as *mut u8, n);
         link(m);
@@ -77,10 +90,68 @@ pub(crate) unsafe fn free(b: &Block) {
         unlink(m);
         let mapping = (*m).mapping;
         meta::free(m);
+        *b.p.sub(4) |= header::FLAG_FREED;
         if let Some(mapping) = mapping {
-            let _ = mapping.unmap();
+            bury(mapping, b.p as usize - mapping.ptr().as_ptr() as usize);
         }
     }
+}
+
+const TOMBSTONES: usize = 64;
+const TOMBSTONE_MAX: usize = 64 << 10;
+
+struct Tombstones {
+    ring: [Option<Mapping>; TOMBSTONES],
+    next: usize,
+}
+
+static TOMBS: Mutex<Tombstones> = Mutex::new(Tombstones {
+    ring: [None; TOMBSTONES],
+    next: 0,
+});
+
+/// Shrinks a freed block's mapping to the pages holding its header and keeps that as a tombstone,
+/// unmapping the oldest one; blocks whose header lies deeper than 64 KiB are simply unmapped.
+unsafe fn bury(mapping: Mapping, header_end: usize) {
+    let keep = header_end.next_multiple_of(page_size());
+    let evicted = if keep > TOMBSTONE_MAX || keep >= mapping.len() {
+        Some(mapping)
+    } else {
+        // SAFETY: the block is freed; only its header page is kept, through the backend's shrink.
+        match unsafe { mapping.remap(keep) } {
+            Ok(tomb) => {
+                let mut tombs = TOMBS.lock();
+                let at = tombs.next;
+                tombs.next = (at + 1) % TOMBSTONES;
+                tombs.ring[at].replace(tomb)
+            }
+            Err(_) => Some(mapping),
+        }
+    };
+    if let Some(old) = evicted {
+        // SAFETY: nothing refers to an evicted tombstone or a freed block's mapping.
+        let _ = unsafe { old.unmap() };
+    }
+}
+
+/// Unmaps every tombstone; true if there were any.
+pub(crate) fn flush_tombstones() -> bool {
+    let mut any = false;
+    loop {
+        let tomb = {
+            let mut tombs = TOMBS.lock();
+            tombs.ring.iter_mut().find_map(Option::take)
+        };
+        let Some(tomb) = tomb else { return any };
+        any = true;
+        // SAFETY: a tombstone holds only a freed block's header.
+        let _ = unsafe { tomb.unmap() };
+    }
+}
+
+/// Bytes held by tombstones, for statistics.
+pub(crate) fn tombstone_bytes() -> usize {
+    TOMBS.lock().ring.iter().flatten().map(Mapping::len).sum()
 }
 
 /// Resizes a validated large block to `n` bytes (still large), keeping its contents and offset.
@@ -159,7 +230,7 @@ pub(crate) fn for_each(mut f: impl FnMut(&Meta)) {
     }
 }
 
-/// The list lock, for fork handlers.
-pub(crate) fn fork_lock() -> &'static twinheap_page::Lock {
-    LIST.raw()
+/// The list and tombstone locks, for fork handlers.
+pub(crate) fn fork_locks() -> [&'static twinheap_page::Lock; 2] {
+    [LIST.raw(), TOMBS.raw()]
 }

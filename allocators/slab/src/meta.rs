@@ -110,9 +110,14 @@ static REGIONS: AtomicUsize = AtomicUsize::new(0);
 /// Bytes of meta regions mapped, for statistics.
 static META_BYTES: AtomicUsize = AtomicUsize::new(0);
 
-/// Takes a zeroed record, or `None` when the OS refuses more memory.
-pub(crate) fn alloc() -> Option<*mut Meta> {
-    let mut pool = POOL.lock();
+/// Takes a zeroed record, or `None` when the OS refuses more memory (or, with `try_only`, when the
+/// pool is locked: a call re-entered from a signal handler must not wait).
+pub(crate) fn alloc(try_only: bool) -> Option<*mut Meta> {
+    let mut pool = if try_only {
+        POOL.try_lock()?
+    } else {
+        POOL.lock()
+    };
     if !pool.free.is_null() {
         let m = pool.free;
         // SAFETY: records on the free list are valid, zeroed except for the `next` link.

@@ -26,7 +26,8 @@ pub struct SlabStats {
     pub requested: usize,
     /// Bytes of the slots those blocks occupy (slot strides; for large blocks, their mappings).
     pub in_slots: usize,
-    /// Bytes mapped for user memory: group mappings and large blocks (guard pages excluded).
+    /// Bytes mapped for user memory: group mappings, large blocks and the tombstones of freed large
+    /// blocks (guard pages excluded).
     pub mapped: usize,
     /// Bytes mapped for metadata: meta regions and heap records.
     pub metadata: usize,
@@ -50,19 +51,24 @@ impl Default for SlabStats {
 }
 
 /// Walks every heap and the large-block list.
+///
+/// Returns all zeros when called from a signal handler that interrupted slab (no lock may be taken).
 pub fn stats() -> SlabStats {
+    let thread::Entry::Session(_session) = thread::enter() else {
+        return SlabStats::default();
+    };
     let mut s = SlabStats {
         metadata: meta::mapped_bytes() + thread::heap_bytes(),
         ..SlabStats::default()
     };
-    let me = thread::me();
     thread::for_each_heap(|heap| {
-        let Some(guard) = heap.lock(me) else { return };
+        let guard = heap.lock();
         for m in guard.groups() {
             // SAFETY: groups on the heap's list stay live while its lock is held.
             unsafe { count_group(&*m, &mut s) };
         }
     });
+    s.mapped += large::tombstone_bytes();
     large::for_each(|m| {
         if let Some(mapping) = m.mapping {
             s.large_blocks += 1;

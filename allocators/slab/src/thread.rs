@@ -9,11 +9,16 @@
 //! one heap (table full, a reused thread id, a fork child) only share a lock. The entry is inserted
 //! before `pthread_setspecific` is called, so if that call allocates (glibc does for keys beyond the
 //! first 32) the nested malloc finds the heap and does not recurse.
+//!
+//! The table also records, per thread, whether the thread is inside slab right now ([`Session`]).
+//! An allocator call that finds its own thread already inside (a signal handler that interrupted
+//! malloc) must not take any lock: the interrupted call may hold it. Such a malloc fails with ENOMEM;
+//! such a free is parked in the entry and completed when the interrupted call leaves slab.
 
 use core::ptr;
 use core::sync::atomic::{
-    AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering::AcqRel, Ordering::Acquire,
-    Ordering::Relaxed, Ordering::Release,
+    compiler_fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering::AcqRel,
+    Ordering::Acquire, Ordering::Relaxed, Ordering::Release, Ordering::SeqCst,
 };
 
 use twinheap_page::{map, MapOptions, Mutex};
@@ -40,16 +45,55 @@ fn home(tid: usize) -> usize {
     ((tid as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as usize
 }
 
-/// The heap of thread `me`, attaching one on first use. `None` only when no heap can be created.
+/// Blocks a thread can park while it is inside slab (frees from signal handlers); more are leaked.
+const PARKED: usize = 8;
+/// No table entry (the table was crowded): re-entry cannot be detected for such a thread.
+const NO_SLOT: usize = usize::MAX;
+
+static BUSY: [AtomicBool; TABLE] = [const { AtomicBool::new(false) }; TABLE];
+static PARKED_ANY: [AtomicBool; TABLE] = [const { AtomicBool::new(false) }; TABLE];
+static PARKED_BLOCKS: [[AtomicUsize; PARKED]; TABLE] =
+    [const { [const { AtomicUsize::new(0) }; PARKED] }; TABLE];
+
+/// The calling thread's use of slab, from entry to exit of one public call. Dropping it marks the
+/// thread as outside slab again and completes any frees parked meanwhile.
+pub(crate) struct Session {
+    slot: usize,
+    pub(crate) heap: &'static Heap,
+}
+
+/// What [`enter`] found.
+pub(crate) enum Entry {
+    /// The thread may use its heap and take locks.
+    Session(Session),
+    /// The thread is already inside slab (a signal handler interrupted it): it must not wait for any
+    /// lock (the interrupted call may hold it), only try them. Carries the thread's table entry and
+    /// heap (none while the heap is still being attached).
+    Reentrant(usize, Option<&'static Heap>),
+    /// No heap could be created (out of memory).
+    NoHeap,
+}
+
+/// Starts a public call on the calling thread.
 #[inline]
-pub(crate) fn heap_of(me: usize) -> Option<&'static Heap> {
+pub(crate) fn enter() -> Entry {
+    let me = me();
     let h = home(me);
     for i in 0..PROBES {
         let j = (h + i) % TABLE;
         let t = TIDS[j].load(Acquire);
         if t == me {
+            let heap = HEAPS[j].load(Acquire);
+            if BUSY[j].load(Relaxed) || heap.is_null() {
+                // SAFETY: a heap published in the table is never freed.
+                return Entry::Reentrant(j, unsafe { heap.as_ref() });
+            }
+            BUSY[j].store(true, Relaxed);
+            // A signal handler runs on this thread: only the compiler may reorder, not the CPU.
+            compiler_fence(SeqCst);
             // SAFETY: a heap published in the table is never freed.
-            return Some(unsafe { &*HEAPS[j].load(Acquire) });
+            let heap = unsafe { &*heap };
+            return Entry::Session(Session { slot: j, heap });
         }
         if t == EMPTY {
             break;
@@ -58,49 +102,87 @@ pub(crate) fn heap_of(me: usize) -> Option<&'static Heap> {
     attach(me)
 }
 
+impl Drop for Session {
+    #[inline]
+    fn drop(&mut self) {
+        if self.slot == NO_SLOT {
+            return;
+        }
+        compiler_fence(SeqCst);
+        BUSY[self.slot].store(false, Relaxed);
+        if PARKED_ANY[self.slot].load(Relaxed) {
+            finish_parked(self.slot);
+        }
+    }
+}
+
+/// Parks `p` for the thread in table entry `slot` to free when it leaves slab. Returns false if the
+/// parking spots are full (the block is then leaked: never freed, never reused).
+pub(crate) fn park(slot: usize, p: *mut u8) -> bool {
+    for spot in &PARKED_BLOCKS[slot] {
+        if spot.load(Relaxed) == 0 {
+            spot.store(p as usize, Relaxed);
+            PARKED_ANY[slot].store(true, Relaxed);
+            return true;
+        }
+    }
+    false
+}
+
 #[cold]
-fn attach(me: usize) -> Option<&'static Heap> {
+fn finish_parked(slot: usize) {
+    PARKED_ANY[slot].store(false, Relaxed);
+    for spot in &PARKED_BLOCKS[slot] {
+        let p = spot.swap(0, Relaxed);
+        if p != 0 {
+            // SAFETY: the block was handed to free by the program, which gave it up.
+            unsafe { crate::api::free(p as *mut u8) };
+        }
+    }
+}
+
+#[cold]
+fn attach(me: usize) -> Entry {
     let h = home(me);
     for i in 0..PROBES {
         let j = (h + i) % TABLE;
         let t = TIDS[j].load(Relaxed);
-        if (t == EMPTY || t == GONE) && TIDS[j].compare_exchange(t, GONE, Relaxed, Relaxed).is_ok()
-        {
-            // The slot is reserved (GONE to everyone else) until the heap is in place.
-            let heap = adopt()?;
-            HEAPS[j].store(heap as *const Heap as *mut Heap, Release);
+        if (t == EMPTY || t == GONE) && TIDS[j].compare_exchange(t, me, Relaxed, Relaxed).is_ok() {
+            // Until the heap is in place, a signal handler on this thread finds the entry with no
+            // heap and treats itself as re-entrant.
+            BUSY[j].store(true, Relaxed);
             TIDS[j].store(me, Release);
+            let Some(heap) = adopt() else {
+                BUSY[j].store(false, Relaxed);
+                TIDS[j].store(GONE, Release);
+                return Entry::NoHeap;
+            };
+            HEAPS[j].store(heap as *const Heap as *mut Heap, Release);
             watch_exit(j);
-            return Some(heap);
+            return Entry::Session(Session { slot: j, heap });
         }
     }
     // The table is crowded around this thread's home: share one fallback heap rather than adopting
     // a heap on every call.
-    shared_fallback()
-}
-
-static SPARE: AtomicPtr<Heap> = AtomicPtr::new(ptr::null_mut());
-
-/// A heap kept for mallocs re-entered from a signal handler while the thread holds its own heap.
-pub(crate) fn spare() -> Option<&'static Heap> {
-    once_heap(&SPARE)
+    match shared_fallback() {
+        Some(heap) => Entry::Session(Session {
+            slot: NO_SLOT,
+            heap,
+        }),
+        None => Entry::NoHeap,
+    }
 }
 
 static FALLBACK: AtomicPtr<Heap> = AtomicPtr::new(ptr::null_mut());
 
 fn shared_fallback() -> Option<&'static Heap> {
-    once_heap(&FALLBACK)
-}
-
-/// The heap in `slot`, adopting one the first time.
-fn once_heap(slot: &AtomicPtr<Heap>) -> Option<&'static Heap> {
-    let current = slot.load(Acquire);
+    let current = FALLBACK.load(Acquire);
     if !current.is_null() {
         // SAFETY: heaps are never freed.
         return Some(unsafe { &*current });
     }
     let heap = adopt()? as *const Heap as *mut Heap;
-    match slot.compare_exchange(ptr::null_mut(), heap, AcqRel, Acquire) {
+    match FALLBACK.compare_exchange(ptr::null_mut(), heap, AcqRel, Acquire) {
         // SAFETY: as above.
         Ok(_) => Some(unsafe { &*heap }),
         Err(winner) => {
@@ -145,7 +227,7 @@ unsafe extern "C" fn on_thread_exit(tag: *mut libc::c_void) {
     if j >= TABLE {
         return;
     }
-    let heap = HEAPS[j].load(Acquire);
+    let heap = HEAPS[j].swap(ptr::null_mut(), AcqRel);
     TIDS[j].store(GONE, Release);
     if !heap.is_null() {
         release(heap);
@@ -247,6 +329,11 @@ pub(crate) fn after_fork_child() {
         let t = TIDS[j].load(Relaxed);
         if t != EMPTY && t != GONE && t != survivor {
             TIDS[j].store(GONE, Relaxed);
+            BUSY[j].store(false, Relaxed);
+            PARKED_ANY[j].store(false, Relaxed);
+            for spot in &PARKED_BLOCKS[j] {
+                spot.store(0, Relaxed);
+            }
             let heap = HEAPS[j].load(Relaxed);
             if !heap.is_null() {
                 release(heap);

@@ -56,6 +56,11 @@ pub(crate) unsafe fn block(p: *mut u8, purpose: Purpose) -> Block {
         Fault::InvalidFree,
         a,
     );
+    // A header marked freed means this pointer was freed already. Report it before looking at the
+    // metadata, which a large block's tombstone no longer has.
+    if h.flags & FLAG_FREED != 0 {
+        report(Fault::DoubleFree, a);
+    }
     let Some(base) = h
         .off
         .checked_mul(UNIT)
@@ -115,9 +120,6 @@ pub(crate) unsafe fn block(p: *mut u8, purpose: Purpose) -> Block {
     );
 
     let bit = 1u32 << idx;
-    if h.flags & FLAG_FREED != 0 {
-        report(Fault::DoubleFree, a);
-    }
     check(meta.masks.free_or_avail() & bit == 0, Fault::InvalidFree, a);
     let n = match purpose {
         // A nested group's size is known from its own record; its slot carries no slack encoding.
