@@ -104,19 +104,8 @@ pub unsafe fn free(p: *mut u8) {
     if p.is_null() {
         return;
     }
-    match thread::enter() {
-        // SAFETY: per the contract.
-        Entry::Session(_session) => unsafe { release(&validate::block(p, Purpose::User)) },
-        Entry::Reentrant(slot, _) => {
-            // Validate now (reads only), finish when the interrupted call leaves slab.
-            // SAFETY: per the contract.
-            unsafe { validate::block(p, Purpose::User) };
-            thread::park(slot, p);
-        }
-        // No heap is needed to free; without a table entry the free simply runs.
-        // SAFETY: per the contract.
-        Entry::NoHeap => unsafe { release(&validate::block(p, Purpose::User)) },
-    }
+    // SAFETY: per the contract.
+    unsafe { release(&validate::block(p, Purpose::User)) }
 }
 
 /// Frees a block whose size the caller states (C23 free_sized, C++ sized delete, Rust dealloc); a size
@@ -132,24 +121,21 @@ pub unsafe fn free_sized(p: *mut u8, n: usize) {
     // SAFETY: per the contract; validation only reads.
     let b = unsafe { validate::block(p, Purpose::User) };
     fault::check(b.n == n, Fault::SizeMismatch, p as usize);
-    match thread::enter() {
-        // SAFETY: per the contract.
-        Entry::Session(_session) => unsafe { release(&b) },
-        Entry::Reentrant(slot, _) => {
-            thread::park(slot, p);
-        }
-        // SAFETY: per the contract.
-        Entry::NoHeap => unsafe { release(&b) },
-    }
+    // SAFETY: per the contract.
+    unsafe { release(&b) }
 }
 
+/// Frees a validated block. A classed block is cleared and marked without a lock when possible (see
+/// `free.rs`); a large block needs locks and a syscall, so a re-entered call parks it.
 unsafe fn release(b: &Block) {
     // SAFETY: `b` was just validated and the caller gives it up.
     unsafe {
-        if (*b.meta).class == LARGE {
-            large::free(b)
-        } else {
-            crate::free::small(b)
+        if (*b.meta).class != LARGE {
+            return crate::free::small(b);
+        }
+        match thread::enter() {
+            Entry::Reentrant(slot, _) => thread::park_block(slot, b.p),
+            Entry::Session(_) | Entry::NoHeap => large::free(b),
         }
     }
 }
@@ -179,38 +165,35 @@ pub unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
     if p.is_null() {
         return malloc(n);
     }
-    // SAFETY: per the contract.
-    with_session(|ctx| unsafe { realloc_in(ctx, p, n) })
-}
-
-unsafe fn realloc_in(ctx: &Ctx, p: *mut u8, n: usize) -> *mut u8 {
-    // SAFETY: per the contract of `realloc`.
+    // SAFETY: per the contract. No session is held across the whole call: the new block comes from
+    // `malloc` and the old one goes through `release`, each of which handles re-entry itself.
     unsafe {
         let b = validate::block(p, Purpose::User);
         let class = (*b.meta).class;
         if class == LARGE {
             if n > MAX_SMALL {
-                if n > MAX_REQUEST || ctx.reentrant.is_some() {
-                    return fail(libc::ENOMEM);
-                }
-                let q = large::realloc(&b, n);
-                return if q.is_null() { fail(libc::ENOMEM) } else { q };
+                return with_session(|ctx| {
+                    if n > MAX_REQUEST || ctx.reentrant.is_some() {
+                        return fail(libc::ENOMEM);
+                    }
+                    let q = large::realloc(&b, n);
+                    if q.is_null() {
+                        fail(libc::ENOMEM)
+                    } else {
+                        q
+                    }
+                });
             }
         } else if n <= b.end as usize - p as usize && class::of(n) + 1 >= usize::from(class) {
             resize_in_place(&b, n);
             return p;
         }
-        let q = malloc_in(ctx, n);
+        let q = malloc(n);
         if q.is_null() {
             return q;
         }
         ptr::copy_nonoverlapping(p, q, n.min(b.n));
-        match ctx.reentrant {
-            None => release(&b),
-            Some(slot) => {
-                thread::park(slot, p);
-            }
-        }
+        release(&b);
         q
     }
 }

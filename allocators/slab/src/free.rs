@@ -11,6 +11,7 @@ use crate::fault::{report, Fault};
 use crate::masks::Lockless;
 use crate::meta::{self, Meta};
 use crate::slot;
+use crate::thread::{self, Entry};
 use crate::validate::{self, Block, Purpose};
 
 /// Frees a validated small block.
@@ -22,20 +23,48 @@ pub(crate) unsafe fn small(b: &Block) {
     // SAFETY: per the contract.
     unsafe {
         slot::clear(b.p, b.n, b.end, b.header.code);
-        mark_freed(b.meta, b.idx);
+        release_slot(b.meta, b.idx);
     }
 }
 
-/// Sets slot `idx` of group `m` freed, taking the owner's lock only when lists must change.
+/// Marks a cleared slot freed from a public free: lock-free in the common case, which is safe even
+/// in a signal handler; when the owner's lock is needed, only inside a session (a re-entered call
+/// parks the marking instead).
+///
+/// # Safety
+/// Slot `idx` of `m` is in use, validated and cleared, and given up by the caller.
+pub(crate) unsafe fn release_slot(m: *mut Meta, idx: usize) {
+    // SAFETY: `m` is a live record with slot `idx` in use, which keeps the group alive.
+    let meta = unsafe { &*m };
+    match meta.masks.free_lockless(1u32 << idx, meta.all_slots()) {
+        Lockless::Done => {}
+        Lockless::AlreadyFree => report(Fault::DoubleFree, meta.mem as usize),
+        Lockless::NeedLock => match thread::enter() {
+            // SAFETY: per the contract; the session makes waiting for the lock safe.
+            Entry::Session(_session) => unsafe { free_locked(m, idx) },
+            Entry::Reentrant(slot, _) => thread::park_slot(slot, m, idx),
+            // SAFETY: no heap for this thread, but no slab call of its is under way either.
+            Entry::NoHeap => unsafe { free_locked(m, idx) },
+        },
+    }
+}
+
+/// Marks a slot freed from inside a session (slab's own frees of nested groups).
 unsafe fn mark_freed(m: *mut Meta, idx: usize) {
     // SAFETY: `m` is a live record with slot `idx` in use, which keeps the group alive.
     let meta = unsafe { &*m };
-    let bit = 1u32 << idx;
-    match meta.masks.free_lockless(bit, meta.all_slots()) {
-        Lockless::Done => return,
+    match meta.masks.free_lockless(1u32 << idx, meta.all_slots()) {
+        Lockless::Done => {}
         Lockless::AlreadyFree => report(Fault::DoubleFree, meta.mem as usize),
-        Lockless::NeedLock => {}
+        // SAFETY: per the contract.
+        Lockless::NeedLock => unsafe { free_locked(m, idx) },
     }
+}
+
+/// The locked half of a free: list changes under the owner heap's lock, then any release.
+unsafe fn free_locked(m: *mut Meta, idx: usize) {
+    // SAFETY: `m` is a live record (its slot `idx` is still in use).
+    let meta = unsafe { &*m };
     // SAFETY: a group's owner heap outlives it (heaps are never destroyed).
     let heap = unsafe { &*meta.heap };
     let mut guard = heap.lock();

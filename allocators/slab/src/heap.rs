@@ -32,6 +32,11 @@ use crate::meta::{self, Meta};
 use crate::secret::SlotRng;
 use crate::slot::{self, Slot};
 
+/// Empty groups a heap keeps for reuse before it releases more. Without this, frees arriving from
+/// other threads empty and re-create groups constantly: each a mapping, an unmapping (with its TLB
+/// shootdown on every core) and two trips through the global meta-pool lock. `trim` releases them.
+const RETAIN_EMPTY: u32 = 8;
+
 pub(crate) struct Heap {
     lock: Lock,
     state: UnsafeCell<State>,
@@ -48,6 +53,8 @@ unsafe impl Sync for Heap {}
 pub(crate) struct State {
     active: [*mut Meta; CLASSES],
     usage: [u32; CLASSES],
+    /// Groups with every slot free, kept for reuse (fresh groups count until their first slot goes).
+    empty: u32,
     all: *mut Meta,
     rng: SlotRng,
 }
@@ -59,6 +66,7 @@ impl Heap {
             state: UnsafeCell::new(State {
                 active: [ptr::null_mut(); CLASSES],
                 usage: [0; CLASSES],
+                empty: 0,
                 all: ptr::null_mut(),
                 rng: SlotRng::from_entropy(),
             }),
@@ -133,6 +141,9 @@ impl State {
         };
         // SAFETY: `m` is a live record of this heap with at least one available slot.
         let meta = unsafe { &*m };
+        if meta.masks.free_or_avail() == meta.all_slots() {
+            self.empty = self.empty.saturating_sub(1);
+        }
         let avail = meta.masks.avail();
         // A random available slot: rotate the mask by a random amount and take the lowest bit.
         let r = self.rng.below(32);
@@ -237,6 +248,7 @@ impl State {
             self.queue(class, m);
         }
         self.usage[class] += cnt as u32;
+        self.empty += 1;
         Some(m)
     }
 
@@ -266,7 +278,8 @@ impl State {
         check(mask & bit == 0, Fault::DoubleFree, meta.mem as usize);
         let class = usize::from(meta.class);
         let queued = !meta.prev.is_null();
-        if mask | bit == meta.all_slots() && self.may_release(m, queued) {
+        let emptied = mask | bit == meta.all_slots();
+        if emptied && self.empty >= RETAIN_EMPTY && self.may_release(m, queued) {
             // SAFETY: lock held; `m` is on this heap's lists as recorded.
             unsafe {
                 if queued {
@@ -282,12 +295,15 @@ impl State {
             // SAFETY: lock held.
             unsafe { self.queue(class, m) };
         }
+        if emptied {
+            self.empty += 1;
+        }
         meta.masks.mark_freed(bit);
         None
     }
 
-    /// Hysteresis: the last group of a class stays (a free/malloc loop must not map and unmap a group
-    /// each time); `trim` releases it.
+    /// Hysteresis beyond the retained empties: the last group of a class stays (a free/malloc loop must
+    /// not map and unmap a group each time); `trim` releases it.
     fn may_release(&self, m: *mut Meta, queued: bool) -> bool {
         // SAFETY: `m` is a live record of this heap (lock held).
         let class = usize::from(unsafe { (*m).class });
@@ -308,6 +324,7 @@ impl State {
             unsafe {
                 let meta = &mut *m;
                 if meta.masks.free_or_avail() == meta.all_slots() {
+                    self.empty = self.empty.saturating_sub(1);
                     let class = usize::from(meta.class);
                     if !meta.prev.is_null() {
                         self.dequeue(class, m);

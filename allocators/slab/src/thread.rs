@@ -24,6 +24,7 @@ use core::sync::atomic::{
 use twinheap_page::{map, MapOptions, Mutex};
 
 use crate::heap::Heap;
+use crate::meta::Meta;
 
 const TABLE: usize = 1024;
 const PROBES: usize = 16;
@@ -52,8 +53,12 @@ const NO_SLOT: usize = usize::MAX;
 
 static BUSY: [AtomicBool; TABLE] = [const { AtomicBool::new(false) }; TABLE];
 static PARKED_ANY: [AtomicBool; TABLE] = [const { AtomicBool::new(false) }; TABLE];
+/// Parked work: `p | 1` for a block to free from scratch (not yet touched), or a meta record's address
+/// (8-aligned, so bit 0 is clear) whose slot `PARKED_IDX` has been cleared and only needs marking.
 static PARKED_BLOCKS: [[AtomicUsize; PARKED]; TABLE] =
     [const { [const { AtomicUsize::new(0) }; PARKED] }; TABLE];
+static PARKED_IDX: [[AtomicU8; PARKED]; TABLE] =
+    [const { [const { AtomicU8::new(0) }; PARKED] }; TABLE];
 
 /// The calling thread's use of slab, from entry to exit of one public call. Dropping it marks the
 /// thread as outside slab again and completes any frees parked meanwhile.
@@ -116,27 +121,40 @@ impl Drop for Session {
     }
 }
 
-/// Parks `p` for the thread in table entry `slot` to free when it leaves slab. Returns false if the
-/// parking spots are full (the block is then leaked: never freed, never reused).
-pub(crate) fn park(slot: usize, p: *mut u8) -> bool {
-    for spot in &PARKED_BLOCKS[slot] {
+/// Parks block `p` (validated, untouched) for the thread in table entry `slot` to free when it leaves
+/// slab. If the parking spots are full the block is leaked: never freed, never reused.
+pub(crate) fn park_block(slot: usize, p: *mut u8) {
+    park(slot, p as usize | 1, 0);
+}
+
+/// Parks the marking of slot `idx` of group `meta` (already cleared) for the thread in entry `slot`.
+pub(crate) fn park_slot(slot: usize, meta: *mut Meta, idx: usize) {
+    park(slot, meta as usize, idx as u8);
+}
+
+fn park(slot: usize, value: usize, idx: u8) {
+    for (spot, spot_idx) in PARKED_BLOCKS[slot].iter().zip(&PARKED_IDX[slot]) {
         if spot.load(Relaxed) == 0 {
-            spot.store(p as usize, Relaxed);
+            spot_idx.store(idx, Relaxed);
+            spot.store(value, Relaxed);
             PARKED_ANY[slot].store(true, Relaxed);
-            return true;
+            return;
         }
     }
-    false
 }
 
 #[cold]
 fn finish_parked(slot: usize) {
     PARKED_ANY[slot].store(false, Relaxed);
-    for spot in &PARKED_BLOCKS[slot] {
-        let p = spot.swap(0, Relaxed);
-        if p != 0 {
+    for (spot, spot_idx) in PARKED_BLOCKS[slot].iter().zip(&PARKED_IDX[slot]) {
+        let value = spot.swap(0, Relaxed);
+        if value & 1 == 1 {
             // SAFETY: the block was handed to free by the program, which gave it up.
-            unsafe { crate::api::free(p as *mut u8) };
+            unsafe { crate::api::free((value & !1) as *mut u8) };
+        } else if value != 0 {
+            let idx = usize::from(spot_idx.load(Relaxed));
+            // SAFETY: a free validated and cleared this slot, then parked its marking.
+            unsafe { crate::free::release_slot(value as *mut Meta, idx) };
         }
     }
 }
