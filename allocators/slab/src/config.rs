@@ -16,8 +16,8 @@ pub struct Config {
     /// When a slot is handed out again, check that it is still all zero, i.e. that nothing wrote to it
     /// after it was freed (`slab.check_write_after_free`). Only effective with `zero_on_free`.
     pub check_write_after_free: bool,
-    /// How emptied groups' pages go back to the OS (`page.release`). Groups with their own mapping are
-    /// unmapped either way; this applies to pages released inside retained memory.
+    /// How pages given back inside retained memory would go to the OS (`page.release`). Not used yet:
+    /// slab unmaps whole groups and large blocks instead of advising pages.
     pub release: Release,
 }
 

@@ -86,8 +86,11 @@ The program then runs with the remaining settings.
 
 // STATUS NOTE: delete this paragraph (and its use below) once the slab and arena allocators have landed.
 const STATUS_NOTE: &str = "\
-> **Status.** The slab and arena allocators are being built in later milestones. Until they land, their
-> tunables are parsed and validated (bad values are still reported) but have no effect.
+> **Status.** The `slab.*` tunables take effect in the slab allocator. `page.release` has no effect yet:
+> slab unmaps the memory it gives back instead of advising it, and the arena allocator, which will use
+> it, is being built in a later milestone. Until then, `page.release` and the `arena.*` tunables (and
+> the glibc names that map onto them) are parsed and validated (bad values are still reported) but
+> change nothing.
 ";
 
 const TABLE_HEAD: &str = "\
