@@ -113,34 +113,7 @@ pub fn run_in_child_capturing_stderr_timeout(
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         panic!("pipe2 failed: {}", io::Error::last_os_error());
     }
-    let [read_end, write_end] = fds;
-    // SAFETY: as in `run_in_child_timeout`.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        let err = io::Error::last_os_error();
-        // SAFETY: both descriptors are ours and open.
-        unsafe {
-            libc::close(read_end);
-            libc::close(write_end);
-        }
-        panic!("fork failed: {err}");
-    }
-    if pid == 0 {
-        child_main(Some((read_end, write_end)), f);
-    }
-    // SAFETY: the parent no longer needs the write end (the child has its own copy); the read end is
-    // ours and is made non-blocking so that draining never waits for other processes' copies.
-    unsafe {
-        libc::close(write_end);
-        let flags = libc::fcntl(read_end, libc::F_GETFL);
-        libc::fcntl(read_end, libc::F_SETFL, flags | libc::O_NONBLOCK);
-    }
-    let mut captured = Vec::new();
-    let outcome = wait_child(pid, timeout, &mut || drain(read_end, &mut captured));
-    drain(read_end, &mut captured);
-    // SAFETY: the read end is ours and still open.
-    unsafe { libc::close(read_end) };
-    (outcome, captured)
+    run_in_child_collecting(fds, timeout, f, drain)
 }
 
 /// The child side of the runners: optional stderr redirection, no core dumps, run `f`, `_exit`.
@@ -495,6 +468,19 @@ pub fn run_in_child_capturing_stderr_writes(
     if rc != 0 {
         panic!("socketpair failed: {}", io::Error::last_os_error());
     }
+    run_in_child_collecting(fds, timeout, f, drain_messages)
+}
+
+/// The part both capturing runners share: forks `f` with its fd 2 on `fds[1]` (the caller made the
+/// pair), gathers what arrives on `fds[0]` with `collect` while waiting and once more after the child
+/// is gone (the read end is non-blocking, so a copy of the write end inherited by a child forked at the
+/// same moment by another test thread never stalls it), and closes both ends.
+fn run_in_child_collecting<T: Default>(
+    fds: [i32; 2],
+    timeout: Duration,
+    f: impl FnOnce() -> i32,
+    collect: fn(i32, &mut T),
+) -> (ChildOutcome, T) {
     let [read_end, write_end] = fds;
     // SAFETY: as in `run_in_child_timeout`.
     let pid = unsafe { libc::fork() };
@@ -510,20 +496,35 @@ pub fn run_in_child_capturing_stderr_writes(
     if pid == 0 {
         child_main(Some((read_end, write_end)), f);
     }
-    // SAFETY: as in `run_in_child_capturing_stderr_timeout`.
+    // SAFETY: the parent no longer needs the write end (the child has its own copy); the read end is
+    // ours.
     unsafe {
         libc::close(write_end);
         let flags = libc::fcntl(read_end, libc::F_GETFL);
         libc::fcntl(read_end, libc::F_SETFL, flags | libc::O_NONBLOCK);
     }
-    let mut messages = Vec::new();
-    let outcome = wait_child(pid, timeout, &mut || {
-        drain_messages(read_end, &mut messages)
-    });
-    drain_messages(read_end, &mut messages);
+    let mut collected = T::default();
+    let outcome = wait_child(pid, timeout, &mut || collect(read_end, &mut collected));
+    collect(read_end, &mut collected);
     // SAFETY: the read end is ours and still open.
     unsafe { libc::close(read_end) };
-    (outcome, messages)
+    (outcome, collected)
+}
+
+/// Whether the page holding `addr` is mapped at all (with any protection): mincore fails with ENOMEM
+/// for unmapped pages. Uses no heap, so it is safe in a forked child.
+pub fn is_mapped(addr: usize) -> bool {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let mut vec = [0u8; 1];
+    // SAFETY: mincore only reads page tables and writes one byte for one page into `vec`.
+    unsafe {
+        libc::mincore(
+            (addr & !(page - 1)) as *mut libc::c_void,
+            page,
+            vec.as_mut_ptr(),
+        ) == 0
+    }
 }
 
 /// Reads every message available right now from the non-blocking `SOCK_SEQPACKET` socket `fd`.

@@ -17,8 +17,8 @@ use twinheap_page::{
     Reservation,
 };
 use twinheap_tests::{
-    check_pattern, fill_pattern, first_nonzero, poke, run_in_child, touch, touch_in_child,
-    write_in_child, ChildOutcome, SharedSlots,
+    check_pattern, fill_pattern, first_nonzero, is_mapped, poke, run_in_child, touch,
+    touch_in_child, write_in_child, ChildOutcome, SharedSlots,
 };
 
 const KIB: usize = 1 << 10;
@@ -122,21 +122,6 @@ fn vm_flag(addr: usize, flag: &[u8]) -> i64 {
     // SAFETY: `bytes` is not used any more.
     let _ = unsafe { buf.unmap() };
     answer
-}
-
-/// Whether the page holding `addr` is mapped at all: mincore answers ENOMEM for unmapped pages.
-/// Uses only a stack byte, so it is safe in a forked child.
-fn is_mapped(addr: usize) -> bool {
-    let page = page();
-    let mut vec = [0u8; 1];
-    // SAFETY: mincore only reads page tables and writes one byte for one page into `vec`.
-    unsafe {
-        libc::mincore(
-            (addr & !(page - 1)) as *mut libc::c_void,
-            page,
-            vec.as_mut_ptr(),
-        ) == 0
-    }
 }
 
 /// Counts the mapped pages in `[start, start + len)`, skipping `[skip_start, skip_end)`. Child-safe.

@@ -12,7 +12,7 @@
 use twinheap_page::page_size;
 use twinheap_slab as slab;
 use twinheap_tests::{
-    parse_fault_line, poke, run_in_child, run_in_child_capturing_stderr,
+    is_mapped, parse_fault_line, poke, run_in_child, run_in_child_capturing_stderr,
     run_in_child_capturing_stderr_writes, touch, ChildOutcome, SharedSlots, DEFAULT_CHILD_TIMEOUT,
 };
 
@@ -55,21 +55,6 @@ fn malloc(n: usize) -> *mut u8 {
 /// Reports `p` as the address the fault line must name.
 fn expect_at(s: &SharedSlots, p: *const u8) {
     s.set(0, p as usize as i64);
-}
-
-/// Whether the page holding `addr` is mapped at all (with any protection): mincore fails with ENOMEM
-/// for unmapped pages. Uses no heap, so it is safe in a forked child.
-fn is_mapped(addr: usize) -> bool {
-    let page = page_size();
-    let mut vec = [0u8; 1];
-    // SAFETY: mincore only reads page tables and writes one byte for one page into `vec`.
-    unsafe {
-        libc::mincore(
-            (addr & !(page - 1)) as *mut libc::c_void,
-            page,
-            vec.as_mut_ptr(),
-        ) == 0
-    }
 }
 
 /// A byte that differs from `old` and is not zero.
