@@ -32,10 +32,14 @@ use crate::meta::{self, Meta};
 use crate::secret::SlotRng;
 use crate::slot::{self, Slot};
 
-/// Empty groups a heap keeps for reuse before it releases more. Without this, frees arriving from
-/// other threads empty and re-create groups constantly: each a mapping, an unmapping (with its TLB
-/// shootdown on every core) and two trips through the global meta-pool lock. `trim` releases them.
-const RETAIN_EMPTY: u32 = 8;
+/// Empty groups a heap keeps for reuse, per class: always 2, and more while the class's empty groups
+/// span at most [`RETAIN_BYTES`]. Without this, frees arriving from other threads in bursts empty
+/// groups that are re-created moments later: each a mapping, an unmapping (with its TLB shootdown on
+/// every core) and trips through the global meta-pool lock. Measured on 8 threads passing a quarter of
+/// their blocks to each other: a per-heap limit of 8 groups re-created about 12,000 groups for 800,000
+/// allocations; this policy cut the run from 0.28 s to 0.17 s. `trim` releases them all.
+const RETAIN_EMPTY: u32 = 2;
+const RETAIN_BYTES: usize = 256 << 10;
 
 pub(crate) struct Heap {
     lock: Lock,
@@ -53,8 +57,9 @@ unsafe impl Sync for Heap {}
 pub(crate) struct State {
     active: [*mut Meta; CLASSES],
     usage: [u32; CLASSES],
-    /// Groups with every slot free, kept for reuse (fresh groups count until their first slot goes).
-    empty: u32,
+    /// Per class: groups with every slot free, kept for reuse (fresh groups count until their first
+    /// slot goes).
+    empty: [u32; CLASSES],
     all: *mut Meta,
     rng: SlotRng,
 }
@@ -66,7 +71,7 @@ impl Heap {
             state: UnsafeCell::new(State {
                 active: [ptr::null_mut(); CLASSES],
                 usage: [0; CLASSES],
-                empty: 0,
+                empty: [0; CLASSES],
                 all: ptr::null_mut(),
                 rng: SlotRng::from_entropy(),
             }),
@@ -142,7 +147,7 @@ impl State {
         // SAFETY: `m` is a live record of this heap with at least one available slot.
         let meta = unsafe { &*m };
         if meta.masks.free_or_avail() == meta.all_slots() {
-            self.empty = self.empty.saturating_sub(1);
+            self.empty[class] = self.empty[class].saturating_sub(1);
         }
         let avail = meta.masks.avail();
         // A random available slot: rotate the mask by a random amount and take the lowest bit.
@@ -248,7 +253,7 @@ impl State {
             self.queue(class, m);
         }
         self.usage[class] += cnt as u32;
-        self.empty += 1;
+        self.empty[class] += 1;
         Some(m)
     }
 
@@ -279,7 +284,7 @@ impl State {
         let class = usize::from(meta.class);
         let queued = !meta.prev.is_null();
         let emptied = mask | bit == meta.all_slots();
-        if emptied && self.empty >= RETAIN_EMPTY && self.may_release(m, queued) {
+        if emptied && !self.keep_empty(class, meta) && self.may_release(m, queued) {
             // SAFETY: lock held; `m` is on this heap's lists as recorded.
             unsafe {
                 if queued {
@@ -296,10 +301,17 @@ impl State {
             unsafe { self.queue(class, m) };
         }
         if emptied {
-            self.empty += 1;
+            self.empty[class] += 1;
         }
         meta.masks.mark_freed(bit);
         None
+    }
+
+    /// Whether a group of `class` that just became empty stays for reuse (see [`RETAIN_EMPTY`]).
+    fn keep_empty(&self, class: usize, meta: &Meta) -> bool {
+        let kept = self.empty[class];
+        let span = group::span(class, usize::from(meta.last_idx) + 1);
+        kept < RETAIN_EMPTY || (kept as usize + 1) * span <= RETAIN_BYTES
     }
 
     /// Hysteresis beyond the retained empties: the last group of a class stays (a free/malloc loop must
@@ -324,8 +336,8 @@ impl State {
             unsafe {
                 let meta = &mut *m;
                 if meta.masks.free_or_avail() == meta.all_slots() {
-                    self.empty = self.empty.saturating_sub(1);
                     let class = usize::from(meta.class);
+                    self.empty[class] = self.empty[class].saturating_sub(1);
                     if !meta.prev.is_null() {
                         self.dequeue(class, m);
                     }
