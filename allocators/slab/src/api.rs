@@ -8,6 +8,7 @@
 //! `large.rs`, and reports failure as null plus errno, as the C functions do.
 
 use core::ptr;
+use core::sync::atomic::Ordering::Relaxed;
 
 use twinheap_page::error::set_errno;
 
@@ -34,6 +35,8 @@ fn fail(errno: i32) -> *mut u8 {
 /// What an allocating call works with.
 struct Ctx {
     heap: &'static Heap,
+    /// The thread owns `heap` alone and was not re-entered: it may use the heap's batches.
+    owner: bool,
     /// Re-entered from a signal handler: try locks, never wait; park frees in `slot`.
     reentrant: Option<usize>,
 }
@@ -44,10 +47,12 @@ fn with_session(f: impl FnOnce(&Ctx) -> *mut u8) -> *mut u8 {
     match thread::enter() {
         Entry::Session(session) => f(&Ctx {
             heap: session.heap,
+            owner: session.owns_heap(),
             reentrant: None,
         }),
         Entry::Reentrant(slot, Some(heap)) => f(&Ctx {
             heap,
+            owner: false,
             reentrant: Some(slot),
         }),
         Entry::Reentrant(_, None) | Entry::NoHeap => fail(libc::ENOMEM),
@@ -66,13 +71,35 @@ fn malloc_in(ctx: &Ctx, n: usize) -> *mut u8 {
         return alloc_large(ctx, n, UNIT);
     }
     let heap = ctx.heap;
+    let class = class::of(n);
+    if ctx.owner {
+        // The owning thread, not re-entered, is the only one changing its batches.
+        let batch = &heap.batches[class];
+        let mut bits = batch.bits.load(Relaxed);
+        if bits == 0 {
+            // SAFETY: the guard is for `heap`, whose state it borrows.
+            let Some((meta, refill, fresh)) = (unsafe { heap.lock().take_batch(heap, class) })
+            else {
+                return fail(libc::ENOMEM);
+            };
+            batch.meta.store(meta, Relaxed);
+            batch.fresh.store(fresh, Relaxed);
+            bits = refill;
+        }
+        let idx = bits.trailing_zeros() as usize;
+        batch.bits.store(bits & (bits - 1), Relaxed);
+        let meta = batch.meta.load(Relaxed);
+        let fresh = batch.fresh.load(Relaxed).rotate_left(idx as u32 * 7);
+        // SAFETY: the slot left `avail` under the lock for this class and is ours alone.
+        return unsafe { slot::enframe(slot::Slot { meta, idx, fresh }, n) };
+    }
     let slot = match ctx.reentrant {
         // SAFETY: the guard is for `heap`, whose state it borrows.
-        None => unsafe { heap.lock().take(heap, class::of(n), false) },
+        None => unsafe { heap.lock().take(heap, class, false) },
         // SAFETY: as above.
         Some(_) => heap
             .try_lock()
-            .and_then(|mut g| unsafe { g.take(heap, class::of(n), true) }),
+            .and_then(|mut g| unsafe { g.take(heap, class, true) }),
     };
     match slot {
         // SAFETY: the slot was just taken for a block of class `of(n)`, which holds `n` bytes.
@@ -277,9 +304,13 @@ pub unsafe fn usable_size(p: *mut u8) -> usize {
 /// tombstones of freed large blocks. Returns true if anything was released. Does nothing when called
 /// from a signal handler that interrupted slab.
 pub fn trim() -> bool {
-    let Entry::Session(_session) = thread::enter() else {
+    let Entry::Session(session) = thread::enter() else {
         return false;
     };
+    if session.owns_heap() {
+        // SAFETY: the owning thread, not re-entered.
+        unsafe { session.heap.return_batches() };
+    }
     let mut released = large::flush_tombstones();
     thread::for_each_heap(|heap| loop {
         // SAFETY: lock held for the call.

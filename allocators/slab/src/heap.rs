@@ -20,6 +20,7 @@
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering::Relaxed};
 
 use rand_core::RngCore;
 use twinheap_page::Lock;
@@ -41,8 +42,45 @@ use crate::slot::{self, Slot};
 const RETAIN_EMPTY: u32 = 2;
 const RETAIN_BYTES: usize = 256 << 10;
 
+/// Slots the owning thread takes per lock acquisition.
+const BATCH: usize = 4;
+
+/// Slots of one class taken from one group under the heap lock and handed out afterwards without it.
+/// They count as in use (they left `avail`), so no free can touch them and their group cannot be
+/// released. Only the heap's owning thread changes its batches (see `thread::Session::owns_heap`);
+/// the fields are atomics, changed with plain loads and stores, only so that a statistics walk on
+/// another thread may read them.
+pub(crate) struct Batch {
+    pub(crate) meta: AtomicPtr<Meta>,
+    pub(crate) bits: AtomicU32,
+    /// Random bits for the first offsets of never-used slots.
+    pub(crate) fresh: AtomicU32,
+}
+
+impl Batch {
+    const fn new() -> Batch {
+        Batch {
+            meta: AtomicPtr::new(ptr::null_mut()),
+            bits: AtomicU32::new(0),
+            fresh: AtomicU32::new(0),
+        }
+    }
+
+    /// The batched slots of group `m` (a snapshot when read by another thread).
+    pub(crate) fn slots_of(&self, m: *mut Meta) -> u32 {
+        let bits = self.bits.load(Relaxed);
+        if bits != 0 && self.meta.load(Relaxed) == m {
+            bits
+        } else {
+            0
+        }
+    }
+}
+
 pub(crate) struct Heap {
     lock: Lock,
+    /// Per class, the owner's batch; changed only by the owning thread, outside the lock.
+    pub(crate) batches: [Batch; CLASSES],
     state: UnsafeCell<State>,
     /// Next heap in the registry's list of all heaps; written once, before the heap is published.
     pub(crate) next_all: *mut Heap,
@@ -68,6 +106,7 @@ impl Heap {
     pub(crate) fn new() -> Heap {
         Heap {
             lock: Lock::new(),
+            batches: [const { Batch::new() }; CLASSES],
             state: UnsafeCell::new(State {
                 active: [ptr::null_mut(); CLASSES],
                 usage: [0; CLASSES],
@@ -91,6 +130,23 @@ impl Heap {
     #[inline]
     pub(crate) fn try_lock(&self) -> Option<Guard<'_>> {
         self.lock.try_lock().then(|| Guard { heap: self })
+    }
+
+    /// Puts every slot of the owner's batches back into `avail` (for `trim`, and at thread exit).
+    ///
+    /// # Safety
+    /// Only the thread that owns this heap, not re-entered, may call this.
+    pub(crate) unsafe fn return_batches(&self) {
+        let guard = self.lock();
+        for batch in &self.batches {
+            let bits = batch.bits.load(Relaxed);
+            if bits != 0 {
+                // SAFETY: the batch's group is live (its slots are in use) and the lock is held.
+                unsafe { (*batch.meta.load(Relaxed)).masks.untake(bits) };
+                batch.bits.store(0, Relaxed);
+            }
+        }
+        drop(guard);
     }
 
     /// The raw lock, for fork handlers.
@@ -159,6 +215,42 @@ impl State {
             idx: idx as usize,
             fresh: self.rng.next_u32(),
         })
+    }
+
+    /// Takes up to [`BATCH`] random available slots of `class` from one group, creating a group when
+    /// none has one available.
+    ///
+    /// # Safety
+    /// As for [`State::take`].
+    pub(crate) unsafe fn take_batch(
+        &mut self,
+        heap: *const Heap,
+        class: usize,
+    ) -> Option<(*mut Meta, u32, u32)> {
+        // SAFETY: as in `take`.
+        let m = match unsafe { self.find(class) } {
+            Some(m) => m,
+            // SAFETY: as above.
+            None => unsafe { self.create_group(heap, class, false)? },
+        };
+        // SAFETY: `m` is a live record of this heap with at least one available slot.
+        let meta = unsafe { &*m };
+        if meta.masks.free_or_avail() == meta.all_slots() {
+            self.empty[class] = self.empty[class].saturating_sub(1);
+        }
+        let mut left = meta.masks.avail();
+        let mut bits = 0;
+        for _ in 0..BATCH {
+            if left == 0 {
+                break;
+            }
+            let r = self.rng.below(32);
+            let idx = (left.rotate_right(r).trailing_zeros() + r) % 32;
+            bits |= 1 << idx;
+            left &= !(1 << idx);
+        }
+        meta.masks.take(bits);
+        Some((m, bits, self.rng.next_u32()))
     }
 
     /// The group of `class` to allocate from, after delayed-reuse rotation and activation.

@@ -67,6 +67,11 @@ impl Masks {
         self.avail.store(avail & !bit, Relaxed);
     }
 
+    /// Owner, lock held: makes slots taken earlier (and never handed out) available again.
+    pub(crate) fn untake(&self, bits: u32) {
+        self.avail.store(self.avail.load(Relaxed) | bits, Relaxed);
+    }
+
     /// Owner, lock held, `avail` empty: moves freed slots within `active` to `avail`. Returns false if
     /// there were none.
     pub(crate) fn activate(&self, active: u32) -> bool {

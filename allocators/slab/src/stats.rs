@@ -65,7 +65,11 @@ pub fn stats() -> SlabStats {
         let guard = heap.lock();
         for m in guard.groups() {
             // SAFETY: groups on the heap's list stay live while its lock is held.
-            unsafe { count_group(&*m, &mut s) };
+            let class = usize::from(unsafe { (*m).class });
+            // Slots in the owner's batch are taken but not handed out yet.
+            let batched = heap.batches[class].slots_of(m);
+            // SAFETY: as above.
+            unsafe { count_group(&*m, batched, &mut s) };
         }
     });
     s.mapped += large::tombstone_bytes();
@@ -87,7 +91,7 @@ pub fn stats() -> SlabStats {
     s
 }
 
-unsafe fn count_group(m: &Meta, s: &mut SlabStats) {
+unsafe fn count_group(m: &Meta, batched: u32, s: &mut SlabStats) {
     if m.dying {
         return;
     }
@@ -100,7 +104,7 @@ unsafe fn count_group(m: &Meta, s: &mut SlabStats) {
     if let Some(mapping) = m.mapping {
         s.mapped += mapping.len();
     }
-    let live = m.all_slots() & !m.masks.free_or_avail();
+    let live = m.all_slots() & !m.masks.free_or_avail() & !batched;
     for idx in 0..slots {
         if live & (1 << idx) == 0 {
             continue;

@@ -107,6 +107,15 @@ pub(crate) fn enter() -> Entry {
     attach(me)
 }
 
+impl Session {
+    /// True when this thread owns the heap alone (it has its own table entry), so it may use the
+    /// heap's owner-only batches.
+    #[inline]
+    pub(crate) fn owns_heap(&self) -> bool {
+        self.slot != NO_SLOT
+    }
+}
+
 impl Drop for Session {
     #[inline]
     fn drop(&mut self) {
@@ -248,6 +257,8 @@ unsafe extern "C" fn on_thread_exit(tag: *mut libc::c_void) {
     let heap = HEAPS[j].swap(ptr::null_mut(), AcqRel);
     TIDS[j].store(GONE, Release);
     if !heap.is_null() {
+        // SAFETY: the exiting thread still owns the heap, and a destructor does not run inside slab.
+        unsafe { (*heap).return_batches() };
         release(heap);
     }
 }
