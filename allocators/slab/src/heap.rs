@@ -183,8 +183,9 @@ impl Drop for Guard<'_> {
 }
 
 impl State {
-    /// Takes a slot of `class`, creating a group when none has one available. With `try_only` (a call
-    /// re-entered from a signal handler) no lock is waited for: a busy metadata pool means failure.
+    /// Takes one random available slot of `class`, creating a group when none has one available.
+    /// With `try_only` (a call re-entered from a signal handler) no lock is waited for: a busy metadata
+    /// pool means failure.
     ///
     /// # Safety
     /// `heap` is the heap this state belongs to, and its lock is held.
@@ -194,6 +195,38 @@ impl State {
         class: usize,
         try_only: bool,
     ) -> Option<Slot> {
+        // SAFETY: per the contract.
+        let (meta, bits, fresh) = unsafe { self.take_slots(heap, class, try_only, 1)? };
+        Some(Slot {
+            meta,
+            idx: bits.trailing_zeros() as usize,
+            fresh,
+        })
+    }
+
+    /// Takes up to [`BATCH`] random available slots of `class` from one group, for an owner batch.
+    ///
+    /// # Safety
+    /// As for [`State::take`].
+    pub(crate) unsafe fn take_batch(
+        &mut self,
+        heap: *const Heap,
+        class: usize,
+    ) -> Option<(*mut Meta, u32, u32)> {
+        // SAFETY: per the contract.
+        unsafe { self.take_slots(heap, class, false, BATCH) }
+    }
+
+    /// Takes up to `want` random available slots of `class` from one group (creating one when none
+    /// has a slot available); returns the group, the slots taken as a mask, and random bits for the
+    /// first offsets of never-used slots.
+    unsafe fn take_slots(
+        &mut self,
+        heap: *const Heap,
+        class: usize,
+        try_only: bool,
+        want: usize,
+    ) -> Option<(*mut Meta, u32, u32)> {
         // SAFETY: list members are live records of this heap, and `heap` owns this state (lock held).
         let m = match unsafe { self.find(class) } {
             Some(m) => m,
@@ -205,45 +238,13 @@ impl State {
         if meta.masks.free_or_avail() == meta.all_slots() {
             self.empty[class] = self.empty[class].saturating_sub(1);
         }
-        let avail = meta.masks.avail();
-        // A random available slot: rotate the mask by a random amount and take the lowest bit.
-        let r = self.rng.below(32);
-        let idx = (avail.rotate_right(r).trailing_zeros() + r) % 32;
-        meta.masks.take(1 << idx);
-        Some(Slot {
-            meta: m,
-            idx: idx as usize,
-            fresh: self.rng.next_u32(),
-        })
-    }
-
-    /// Takes up to [`BATCH`] random available slots of `class` from one group, creating a group when
-    /// none has one available.
-    ///
-    /// # Safety
-    /// As for [`State::take`].
-    pub(crate) unsafe fn take_batch(
-        &mut self,
-        heap: *const Heap,
-        class: usize,
-    ) -> Option<(*mut Meta, u32, u32)> {
-        // SAFETY: as in `take`.
-        let m = match unsafe { self.find(class) } {
-            Some(m) => m,
-            // SAFETY: as above.
-            None => unsafe { self.create_group(heap, class, false)? },
-        };
-        // SAFETY: `m` is a live record of this heap with at least one available slot.
-        let meta = unsafe { &*m };
-        if meta.masks.free_or_avail() == meta.all_slots() {
-            self.empty[class] = self.empty[class].saturating_sub(1);
-        }
         let mut left = meta.masks.avail();
         let mut bits = 0;
-        for _ in 0..BATCH {
+        for _ in 0..want {
             if left == 0 {
                 break;
             }
+            // A random available slot: rotate the mask by a random amount and take the lowest bit.
             let r = self.rng.below(32);
             let idx = (left.rotate_right(r).trailing_zeros() + r) % 32;
             bits |= 1 << idx;
