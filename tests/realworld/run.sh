@@ -33,7 +33,7 @@ TOML
 echo 'fn main() {}' > "$work/fetch/src/main.rs"
 cargo fetch --manifest-path "$work/fetch/Cargo.toml" -q
 registry=$(cargo metadata --manifest-path "$work/fetch/Cargo.toml" --format-version 1 -q |
-    python3 -c 'import json,sys; d=json.load(sys.stdin); print("\n".join(p["manifest_path"] for p in d["packages"]))')
+    grep -o '"manifest_path":"[^"]*"' | cut -d'"' -f4)
 
 for c in "${crates[@]}"; do
     set -- $c
