@@ -514,8 +514,7 @@ fn run_in_child_collecting<T: Default>(
 /// Whether the page holding `addr` is mapped at all (with any protection): mincore fails with ENOMEM
 /// for unmapped pages. Uses no heap, so it is safe in a forked child.
 pub fn is_mapped(addr: usize) -> bool {
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let page = twinheap_page::page_size();
     let mut vec = [0u8; 1];
     // SAFETY: mincore only reads page tables and writes one byte for one page into `vec`.
     unsafe {
@@ -559,17 +558,8 @@ pub fn parse_fault_line(stderr: &[u8], allocator: &str) -> Option<(String, usize
     Some((fault.to_string(), usize::from_str_radix(addr, 16).ok()?))
 }
 
-/// The current thread's errno (for checking what a failed allocation call reported).
-pub fn errno() -> i32 {
-    // SAFETY: __errno_location always returns a valid pointer to this thread's errno.
-    unsafe { *libc::__errno_location() }
-}
-
-/// Sets the current thread's errno.
-pub fn set_errno(value: i32) {
-    // SAFETY: as in `errno`.
-    unsafe { *libc::__errno_location() = value };
-}
+/// The current thread's errno, and setting it (for checking what a failed allocation call reported).
+pub use twinheap_page::error::{errno, set_errno};
 
 #[cfg(test)]
 mod tests {

@@ -32,13 +32,20 @@ fn fail(errno: i32) -> *mut u8 {
     ptr::null_mut()
 }
 
-/// What an allocating call works with.
+/// What an allocating call works with: the heap, and how the call may use it.
 struct Ctx {
     heap: &'static Heap,
-    /// The thread owns `heap` alone and was not re-entered: it may use the heap's batches.
-    owner: bool,
-    /// Re-entered from a signal handler: try locks, never wait; park frees in `slot`.
-    reentrant: Option<usize>,
+    access: Access,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// The thread owns the heap alone and was not re-entered: it may use the heap's batches.
+    Owner,
+    /// A heap shared with other threads (the table was crowded): locks only.
+    Shared,
+    /// Re-entered from a signal handler: try locks, never wait; park frees in this table entry.
+    Reentrant(usize),
 }
 
 /// Runs `f` in a session (or a re-entered one), or fails with ENOMEM when no heap can be had.
@@ -47,13 +54,15 @@ fn with_session(f: impl FnOnce(&Ctx) -> *mut u8) -> *mut u8 {
     match thread::enter() {
         Entry::Session(session) => f(&Ctx {
             heap: session.heap,
-            owner: session.owns_heap(),
-            reentrant: None,
+            access: if session.owns_heap() {
+                Access::Owner
+            } else {
+                Access::Shared
+            },
         }),
         Entry::Reentrant(slot, Some(heap)) => f(&Ctx {
             heap,
-            owner: false,
-            reentrant: Some(slot),
+            access: Access::Reentrant(slot),
         }),
         Entry::Reentrant(_, None) | Entry::NoHeap => fail(libc::ENOMEM),
     }
@@ -72,7 +81,7 @@ fn malloc_in(ctx: &Ctx, n: usize) -> *mut u8 {
     }
     let heap = ctx.heap;
     let class = class::of(n);
-    if ctx.owner {
+    if ctx.access == Access::Owner {
         // The owning thread, not re-entered, is the only one changing its batches.
         let batch = &heap.batches[class];
         let mut bits = batch.bits.load(Relaxed);
@@ -93,11 +102,11 @@ fn malloc_in(ctx: &Ctx, n: usize) -> *mut u8 {
         // SAFETY: the slot left `avail` under the lock for this class and is ours alone.
         return unsafe { slot::enframe(slot::Slot { meta, idx, fresh }, n) };
     }
-    let slot = match ctx.reentrant {
+    let slot = match ctx.access {
         // SAFETY: the guard is for `heap`, whose state it borrows.
-        None => unsafe { heap.lock().take(heap, class, false) },
+        Access::Owner | Access::Shared => unsafe { heap.lock().take(heap, class, false) },
         // SAFETY: as above.
-        Some(_) => heap
+        Access::Reentrant(_) => heap
             .try_lock()
             .and_then(|mut g| unsafe { g.take(heap, class, true) }),
     };
@@ -110,7 +119,7 @@ fn malloc_in(ctx: &Ctx, n: usize) -> *mut u8 {
 
 #[cold]
 fn alloc_large(ctx: &Ctx, n: usize, align: usize) -> *mut u8 {
-    if n > MAX_REQUEST || ctx.reentrant.is_some() {
+    if n > MAX_REQUEST || matches!(ctx.access, Access::Reentrant(_)) {
         return fail(libc::ENOMEM);
     }
     let p = large::alloc(n, align, secret::OsEntropy.next_u32_cheap());
@@ -200,7 +209,7 @@ pub unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
         if class == LARGE {
             if n > MAX_SMALL {
                 return with_session(|ctx| {
-                    if n > MAX_REQUEST || ctx.reentrant.is_some() {
+                    if n > MAX_REQUEST || matches!(ctx.access, Access::Reentrant(_)) {
                         return fail(libc::ENOMEM);
                     }
                     let q = large::realloc(&b, n);

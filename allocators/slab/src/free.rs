@@ -34,30 +34,34 @@ pub(crate) unsafe fn small(b: &Block) {
 /// # Safety
 /// Slot `idx` of `m` is in use, validated and cleared, and given up by the caller.
 pub(crate) unsafe fn release_slot(m: *mut Meta, idx: usize) {
+    // SAFETY: per the contract.
+    unsafe { mark(m, idx, false) }
+}
+
+/// Marks a slot freed from inside a session (slab's own frees of nested groups).
+unsafe fn mark_freed(m: *mut Meta, idx: usize) {
+    // SAFETY: per the contract.
+    unsafe { mark(m, idx, true) }
+}
+
+/// Sets slot `idx` of `m` freed: lock-free when the protocol allows, otherwise under the owner's
+/// lock, which a caller already `in_session` may wait for; any other caller opens a session first
+/// (or, re-entered, parks the marking).
+unsafe fn mark(m: *mut Meta, idx: usize, in_session: bool) {
     // SAFETY: `m` is a live record with slot `idx` in use, which keeps the group alive.
     let meta = unsafe { &*m };
     match meta.masks.free_lockless(1u32 << idx, meta.all_slots()) {
         Lockless::Done => {}
         Lockless::AlreadyFree => report(Fault::DoubleFree, meta.mem as usize),
+        // SAFETY: per the callers' contracts; the caller's session makes waiting for the lock safe.
+        Lockless::NeedLock if in_session => unsafe { free_locked(m, idx) },
         Lockless::NeedLock => match thread::enter() {
-            // SAFETY: per the contract; the session makes waiting for the lock safe.
+            // SAFETY: per the callers' contracts; the session makes waiting for the lock safe.
             Entry::Session(_session) => unsafe { free_locked(m, idx) },
             Entry::Reentrant(slot, _) => thread::park_slot(slot, m, idx),
             // SAFETY: no heap for this thread, but no slab call of its is under way either.
             Entry::NoHeap => unsafe { free_locked(m, idx) },
         },
-    }
-}
-
-/// Marks a slot freed from inside a session (slab's own frees of nested groups).
-unsafe fn mark_freed(m: *mut Meta, idx: usize) {
-    // SAFETY: `m` is a live record with slot `idx` in use, which keeps the group alive.
-    let meta = unsafe { &*m };
-    match meta.masks.free_lockless(1u32 << idx, meta.all_slots()) {
-        Lockless::Done => {}
-        Lockless::AlreadyFree => report(Fault::DoubleFree, meta.mem as usize),
-        // SAFETY: per the contract.
-        Lockless::NeedLock => unsafe { free_locked(m, idx) },
     }
 }
 
