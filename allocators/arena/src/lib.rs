@@ -1,0 +1,2 @@
+//! twinheap's arena allocator (in construction this session; see issue 4).
+#![no_std]

@@ -1,0 +1,2 @@
+//! twinheap-stress (in construction this session; see issue 6).
+fn main() {}
