@@ -14,7 +14,7 @@ use twinheap_page::error::set_errno;
 
 use crate::class::{self, HEADER, MAX_SMALL, UNIT};
 use crate::fault::{self, Fault};
-use crate::heap::Heap;
+use crate::heap::{self, Heap};
 use crate::meta::LARGE;
 use crate::thread::{self, Entry};
 use crate::validate::{self, Block, Purpose};
@@ -49,7 +49,7 @@ enum Access {
 }
 
 /// Runs `f` in a session (or a re-entered one), or fails with ENOMEM when no heap can be had.
-#[inline]
+#[inline(always)]
 fn with_session(f: impl FnOnce(&Ctx) -> *mut u8) -> *mut u8 {
     match thread::enter() {
         Entry::Session(session) => f(&Ctx {
@@ -74,7 +74,7 @@ pub fn malloc(n: usize) -> *mut u8 {
     with_session(|ctx| malloc_in(ctx, n))
 }
 
-#[inline]
+#[inline(always)]
 fn malloc_in(ctx: &Ctx, n: usize) -> *mut u8 {
     if n > MAX_SMALL {
         return alloc_large(ctx, n, UNIT);
@@ -86,9 +86,7 @@ fn malloc_in(ctx: &Ctx, n: usize) -> *mut u8 {
         let batch = &heap.batches[class];
         let mut bits = batch.bits.load(Relaxed);
         if bits == 0 {
-            // SAFETY: the guard is for `heap`, whose state it borrows.
-            let Some((meta, refill, fresh)) = (unsafe { heap.lock().take_batch(heap, class) })
-            else {
+            let Some((meta, refill, fresh)) = refill(heap, class) else {
                 return fail(libc::ENOMEM);
             };
             batch.meta.store(meta, Relaxed);
@@ -115,6 +113,38 @@ fn malloc_in(ctx: &Ctx, n: usize) -> *mut u8 {
         Some(slot) => unsafe { slot::enframe(slot, n) },
         None => fail(libc::ENOMEM),
     }
+}
+
+/// Refills the owner's batch of `class`: one lock acquisition marks the pending frees and takes the
+/// slots. The flush comes first, so the slots it frees count for this refill's rotation and
+/// activation. A new group's mapping (and record) is made with the lock dropped, then the refill
+/// runs again.
+#[inline(never)]
+fn refill(heap: &'static Heap, class: usize) -> Option<(*mut crate::meta::Meta, u32, u32)> {
+    let mut spare = None;
+    // Each round maps at most one group; a nested chain ends in one mapped group, so two rounds are
+    // the usual worst case. The bound only guards against a heap that keeps changing underneath.
+    for _ in 0..8 {
+        let mut guard = heap.lock();
+        guard.spare = spare.take();
+        // SAFETY: the guard is for `heap`, owned by this thread, which is not re-entered.
+        let released = unsafe { guard.flush(heap) };
+        // SAFETY: as above.
+        let taken = unsafe { guard.take_batch(heap, class) };
+        let wanted = guard.wanted.take();
+        let unused = guard.spare.take();
+        drop(guard);
+        released.release();
+        if let Some(unused) = unused {
+            unused.discard();
+        }
+        match (taken, wanted) {
+            (Some(taken), _) => return Some(taken),
+            (None, Some((class, cnt))) => spare = Some(heap::Spare::prepare(class, cnt)?),
+            (None, None) => return None,
+        }
+    }
+    None
 }
 
 #[cold]
@@ -162,16 +192,18 @@ pub unsafe fn free_sized(p: *mut u8, n: usize) {
 }
 
 /// Frees a validated block. A classed block is cleared and marked without a lock when possible (see
-/// `free.rs`); a large block needs locks and a syscall, so a re-entered call parks it.
+/// `free.rs` and `pending.rs`); a large block needs locks and a syscall, so a re-entered call parks it.
+#[inline(always)]
 unsafe fn release(b: &Block) {
     // SAFETY: `b` was just validated and the caller gives it up.
     unsafe {
-        if (*b.meta).class != LARGE {
-            return crate::free::small(b);
-        }
+        let small = (*b.meta).class != LARGE;
         match thread::enter() {
+            Entry::Session(session) if small => crate::free::small_in_session(b, &session),
+            Entry::Session(_) => large::free(b),
+            Entry::Reentrant(_, _) | Entry::NoHeap if small => crate::free::small(b),
             Entry::Reentrant(slot, _) => thread::park_block(slot, b.p),
-            Entry::Session(_) | Entry::NoHeap => large::free(b),
+            Entry::NoHeap => large::free(b),
         }
     }
 }
@@ -333,6 +365,7 @@ pub fn trim() -> bool {
             None => break,
         }
     });
+    released |= crate::meta::release_unused() > 0;
     released
 }
 

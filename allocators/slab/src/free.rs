@@ -1,15 +1,18 @@
 //! Freeing: validate, clear, mark the slot freed, and release the group when it empties.
 //!
-//! Marking is lock-free in the common case (a CAS on the group's `freed` mask, from any thread), as in
-//! mallocng: only a free into a group with no freed slots yet, or the free that completes a group,
-//! takes the owner heap's lock, because those change lists. Syscalls (munmap) happen after the lock is
-//! dropped.
+//! Validation and clearing always happen in the free call itself. A free by the thread that owns the
+//! block's heap then only records the slot in the heap's pending frees (`pending.rs`), marked later
+//! in bulk. Any other free marks it at once: lock-free in the common case (a CAS on the group's
+//! `freed` mask), as in mallocng: only a free into a group with no freed slots yet, or the free that
+//! completes a group, takes the owner heap's lock, because those change lists. Syscalls (munmap)
+//! happen after the lock is dropped.
 
 use core::ptr;
 
 use crate::fault::{report, Fault};
 use crate::masks::Lockless;
 use crate::meta::{self, Meta};
+use crate::pending::Push;
 use crate::slot;
 use crate::thread::{self, Entry};
 use crate::validate::{self, Block, Purpose};
@@ -24,6 +27,30 @@ pub(crate) unsafe fn small(b: &Block) {
     unsafe {
         slot::clear(b.p, b.n, b.end, b.header.code);
         release_slot(b.meta, b.idx);
+    }
+}
+
+/// Frees a validated small block from inside a session. The owning thread of the block's heap only
+/// records the slot in its pending frees (see `pending.rs`); other threads mark it as before.
+///
+/// # Safety
+/// As for [`small`]; `session` is the calling thread's (not re-entered) session.
+#[inline(always)]
+pub(crate) unsafe fn small_in_session(b: &Block, session: &thread::Session) {
+    // SAFETY: per the contract.
+    unsafe {
+        slot::clear(b.p, b.n, b.end, b.header.code);
+        let heap = session.heap;
+        if session.owns_heap() && ptr::eq((*b.meta).heap, heap) {
+            let bit = 1u32 << b.idx;
+            if heap.pending.push(b.meta, bit, b.p as usize) == Push::Full {
+                heap.flush_pending();
+                let again = heap.pending.push(b.meta, bit, b.p as usize);
+                debug_assert!(again == Push::Done);
+            }
+            return;
+        }
+        mark(b.meta, b.idx, true);
     }
 }
 
@@ -73,7 +100,7 @@ unsafe fn free_locked(m: *mut Meta, idx: usize) {
     let heap = unsafe { &*meta.heap };
     let mut guard = heap.lock();
     // SAFETY: lock held; slot `idx` is in use (checked again inside).
-    let release = unsafe { guard.free_locked(m, idx) };
+    let release = unsafe { guard.free_locked(m, 1u32 << idx) };
     drop(guard);
     if let Some(g) = release {
         // SAFETY: the group was detached under the lock and all its slots are free.

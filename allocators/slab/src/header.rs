@@ -52,11 +52,12 @@ pub(crate) struct Header {
 /// The 4 bytes before `p` (8 if the big flag is set) must be readable.
 #[inline]
 pub(crate) unsafe fn read(p: *const u8) -> Header {
-    // SAFETY: per the contract.
+    // SAFETY: per the contract. One little-endian word: flags, index and code, 16-bit offset.
     unsafe {
-        let flags = *p.sub(4);
-        let b1 = *p.sub(3);
-        let mut off = usize::from((p.sub(2) as *const u16).read_unaligned());
+        let word = u32::from_le((p.sub(4) as *const u32).read_unaligned());
+        let flags = word as u8;
+        let b1 = (word >> 8) as u8;
+        let mut off = (word >> 16) as usize;
         if flags & FLAG_BIG != 0 {
             off = if off == 0 {
                 (p.sub(8) as *const u32).read_unaligned() as usize
@@ -79,17 +80,15 @@ pub(crate) unsafe fn read(p: *const u8) -> Header {
 /// The bytes before `p` belong to the block's slot (or its slot-start header area).
 #[inline]
 pub(crate) unsafe fn write(p: *mut u8, idx: usize, code: u8, off: usize) {
+    let b1 = u32::from((idx as u8 & 31) | (code << 5)) << 8;
     // SAFETY: per the contract.
     unsafe {
         if off > 0xffff {
             (p.sub(8) as *mut u32).write_unaligned(off as u32);
-            *p.sub(4) = FLAG_BIG;
-            (p.sub(2) as *mut u16).write_unaligned(0);
+            (p.sub(4) as *mut u32).write_unaligned(u32::to_le(u32::from(FLAG_BIG) | b1));
         } else {
-            *p.sub(4) = 0;
-            (p.sub(2) as *mut u16).write_unaligned(off as u16);
+            (p.sub(4) as *mut u32).write_unaligned(u32::to_le(b1 | (off as u32) << 16));
         }
-        *p.sub(3) = (idx as u8) | (code << 5);
     }
 }
 
@@ -106,18 +105,31 @@ pub(crate) fn canary(p: usize, n: usize) -> u8 {
 /// `[p, end)` is the block's slot range and `n <= end - p`.
 #[inline]
 pub(crate) unsafe fn set_size(p: *mut u8, end: *mut u8, n: usize) {
-    let reserved = end as usize - p as usize - n;
-    // SAFETY: every byte written lies in [p - 4, end), which belongs to this block's slot.
+    // SAFETY: per the contract.
     unsafe {
-        let code = if reserved >= usize::from(CODE_U32) {
+        let code = encode_size(p, end, n);
+        *p.sub(3) = (*p.sub(3) & 31) | (code << 5);
+    }
+}
+
+/// Writes the parts of a block's size encoding that lie after the block (the canary, and the slack
+/// count when it needs a word) and returns the header code to go with them.
+///
+/// # Safety
+/// As for [`set_size`].
+#[inline]
+pub(crate) unsafe fn encode_size(p: *mut u8, end: *mut u8, n: usize) -> u8 {
+    let reserved = end as usize - p as usize - n;
+    // SAFETY: every byte written lies in [p + n, end), which belongs to this block's slot.
+    unsafe {
+        if reserved > 0 {
+            *p.add(n) = canary(p as usize, n);
+        }
+        if reserved >= usize::from(CODE_U32) {
             (end.sub(4) as *mut u32).write_unaligned(reserved as u32);
             CODE_U32
         } else {
             reserved as u8
-        };
-        *p.sub(3) = (*p.sub(3) & 31) | (code << 5);
-        if reserved > 0 {
-            *p.add(n) = canary(p as usize, n);
         }
     }
 }
@@ -155,19 +167,24 @@ pub(crate) unsafe fn nominal_size(p: *const u8, end: *const u8, h: &Header) -> O
 }
 
 /// Chooses where a block of `n` bytes goes in its slot `[start, end)`: `prev + 1` units into the
-/// slack (cycling), so that a dangling pointer to the previous block no longer names the new one.
+/// slack (cycling back to 0 past its end), so that a dangling pointer to the previous block no longer
+/// names the new one; a never-used slot (`prev == usize::MAX`) starts at a random point.
 #[inline]
 pub(crate) fn cycle_offset(start: usize, end: usize, n: usize, prev: usize, fresh: u32) -> usize {
     let slack = (end - start - n) / UNIT;
     if slack == 0 {
         return 0;
     }
-    let next = if prev == usize::MAX {
-        fresh as usize
+    if prev == usize::MAX {
+        // `fresh` scaled into 0..=slack: a multiply, not a division.
+        return ((u64::from(fresh) * (slack as u64 + 1)) >> 32) as usize;
+    }
+    let next = prev + 1;
+    if next > slack {
+        0
     } else {
-        prev + 1
-    };
-    next % (slack + 1)
+        next
+    }
 }
 
 #[cfg(test)]

@@ -42,6 +42,8 @@ mod masks;
 #[cfg(not(loom))]
 mod meta;
 #[cfg(not(loom))]
+mod pending;
+#[cfg(not(loom))]
 mod secret;
 #[cfg(not(loom))]
 mod slot;
@@ -51,6 +53,8 @@ mod stats;
 mod thread;
 #[cfg(not(loom))]
 mod validate;
+#[cfg(not(loom))]
+mod zero;
 
 #[cfg(not(loom))]
 pub use api::*;

@@ -85,7 +85,8 @@ impl Masks {
         true
     }
 
-    /// Any thread, no lock: tries to mark slot `bit` of a group whose slots are `all`.
+    /// Any thread, no lock: tries to mark slot `bit` (or several slots at once, from an owner's
+    /// pending frees) of a group whose slots are `all`.
     #[inline]
     pub(crate) fn free_lockless(&self, bit: u32, all: u32) -> Lockless {
         loop {
@@ -107,7 +108,7 @@ impl Masks {
         }
     }
 
-    /// Owner lock held: marks slot `bit` freed (the locked half of a free).
+    /// Owner lock held: marks slot(s) `bit` freed (the locked half of a free).
     pub(crate) fn mark_freed(&self, bit: u32) {
         self.freed.fetch_or(bit, Release);
     }
@@ -244,6 +245,47 @@ mod loom_models {
             }
             assert_eq!(group.1.free_or_avail(), all);
         });
+    }
+
+    /// An owner's flush of its pending frees marks several slots of a group in one step, holding its
+    /// heap lock throughout (as `heap::State::flush` does), while a remote thread frees the group's
+    /// last slot and the owner then frees one more. Checks: no free is taken for a double free, and
+    /// the group ends fully free, whichever thread completes it.
+    #[test]
+    fn multi_slot_flush_races_a_remote_free() {
+        loom::model(|| {
+            let all = 0b1111;
+            let group = Arc::new((Mutex::new(()), Masks::default()));
+            group.1.init(all, all);
+            {
+                let _lock = group.0.lock().unwrap();
+                for bit in [1, 2, 4, 8] {
+                    group.1.take(bit);
+                }
+            }
+            let remote = {
+                let group = Arc::clone(&group);
+                thread::spawn(move || free_slot(&group.0, &group.1, 0b1000, all))
+            };
+            flush_slots(&group.0, &group.1, 0b0011, all);
+            flush_slots(&group.0, &group.1, 0b0100, all);
+            remote.join().unwrap();
+            assert_eq!(group.1.free_or_avail(), all);
+        });
+    }
+
+    /// The owner's flush as heap.rs runs it: the lock-free attempt and the locked fallback, both
+    /// under the owner's lock.
+    fn flush_slots(lock: &Mutex<()>, masks: &Masks, bits: u32, all: u32) {
+        let _lock = lock.lock().unwrap();
+        match masks.free_lockless(bits, all) {
+            Lockless::Done => {}
+            Lockless::AlreadyFree => panic!("spurious double free in a flush"),
+            Lockless::NeedLock => {
+                assert_eq!(masks.free_or_avail() & bits, 0, "spurious double free");
+                masks.mark_freed(bits);
+            }
+        }
     }
 
     /// The free protocol as free.rs runs it.

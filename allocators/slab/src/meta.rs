@@ -8,14 +8,18 @@
 //!
 //! Records are recycled through a free list, zeroed first, so a stale group header leads to a record
 //! whose `mem` no longer points back. Regions are never unmapped (as in mallocng), so a meta pointer
-//! that once was valid stays readable. The pool has one lock, taken only when a group is created or
-//! released, never on the malloc or free fast paths.
+//! that once was valid stays readable. `trim` gives the pages of areas whose records are all free
+//! back to the OS (MADV_DONTNEED: they read as zero and cost no memory until reused); a bitmap marks
+//! them released, so a stale meta pointer into one is recognised as not naming a record rather than
+//! as a corrupted area. Released areas are reused before new ones are carved. The pool has one lock,
+//! taken only when a group is created or released (and by trim), never on the malloc or free fast
+//! paths.
 
 use core::mem::size_of;
 use core::ptr;
-use core::sync::atomic::{AtomicUsize, Ordering::Acquire, Ordering::Release};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Release};
 
-use twinheap_page::{map, MapOptions, Mapping, Mutex};
+use twinheap_page::{map, page_size, MapOptions, Mapping, Mutex};
 
 use crate::heap::Heap;
 use crate::masks::Masks;
@@ -86,9 +90,12 @@ struct Pool {
     /// Next unused record address in the current area, and that area's end.
     cursor: usize,
     area_end: usize,
-    /// End of the current region, and the size of the next one.
+    /// Next never-used area of the newest region, that region's end, and the size of the next one.
+    fresh: usize,
     region_end: usize,
     next_region: usize,
+    /// Areas given back to the OS by [`release_unused`], available for reuse.
+    released: usize,
 }
 
 // SAFETY: the pool's pointers name process-global meta memory; the Mutex serialises all access.
@@ -98,8 +105,10 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
     free: ptr::null_mut(),
     cursor: 0,
     area_end: 0,
+    fresh: 0,
     region_end: 0,
     next_region: 64 << 10,
+    released: 0,
 });
 
 /// Meta regions, append-only, so that a free can range-check a meta pointer without a lock.
@@ -109,6 +118,37 @@ static REGION_END: [AtomicUsize; MAX_REGIONS] = [const { AtomicUsize::new(0) }; 
 static REGIONS: AtomicUsize = AtomicUsize::new(0);
 /// Bytes of meta regions mapped, for statistics.
 static META_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// Bytes of meta areas given back to the OS (still mapped, not backed), for statistics.
+static RELEASED_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// The largest region (see `new_region`), in areas, and one bit per area of each region: released.
+const MAX_REGION: usize = 16 << 20;
+const BITMAP_WORDS: usize = MAX_REGION / AREA / 64;
+static RELEASED: [[AtomicU64; BITMAP_WORDS]; MAX_REGIONS] =
+    [const { [const { AtomicU64::new(0) }; BITMAP_WORDS] }; MAX_REGIONS];
+
+/// Region index and area index of an area inside a meta region.
+fn locate(area: usize) -> Option<(usize, usize)> {
+    let regions = REGIONS.load(Acquire);
+    (0..regions).find_map(|i| {
+        let start = REGION_START[i].load(Acquire);
+        (area >= start && area < REGION_END[i].load(Acquire)).then(|| (i, (area - start) / AREA))
+    })
+}
+
+fn is_released(region: usize, index: usize) -> bool {
+    RELEASED[region][index / 64].load(Acquire) & (1 << (index % 64)) != 0
+}
+
+fn set_released(region: usize, index: usize, released: bool) {
+    let bit = 1u64 << (index % 64);
+    let word = &RELEASED[region][index / 64];
+    if released {
+        word.fetch_or(bit, Release);
+    } else {
+        word.fetch_and(!bit, Release);
+    }
+}
 
 /// Takes a zeroed record, or `None` when the OS refuses more memory (or, with `try_only`, when the
 /// pool is locked: a call re-entered from a signal handler must not wait).
@@ -128,8 +168,12 @@ pub(crate) fn alloc(try_only: bool) -> Option<*mut Meta> {
         return Some(m);
     }
     if pool.cursor + size_of::<Meta>() > pool.area_end {
-        let area = if pool.area_end + AREA <= pool.region_end {
-            pool.area_end
+        let area = if pool.released > 0 {
+            reuse_released(&mut pool)
+        } else if pool.fresh + AREA <= pool.region_end {
+            let area = pool.fresh;
+            pool.fresh += AREA;
+            area
         } else {
             new_region(&mut pool)?
         };
@@ -156,8 +200,138 @@ fn new_region(pool: &mut Pool) -> Option<usize> {
     REGIONS.store(index + 1, Release);
     META_BYTES.fetch_add(region.len(), Release);
     pool.region_end = start + region.len();
-    pool.next_region = (len * 2).min(16 << 20);
+    pool.fresh = start + AREA;
+    pool.next_region = (len * 2).min(MAX_REGION);
     Some(start)
+}
+
+/// Takes a released area back into use; its page reads zero again, so it is a fresh area.
+fn reuse_released(pool: &mut Pool) -> usize {
+    for region in 0..REGIONS.load(Acquire) {
+        for (w, word) in RELEASED[region].iter().enumerate() {
+            let bits = word.load(Acquire);
+            if bits != 0 {
+                let index = w * 64 + bits.trailing_zeros() as usize;
+                let area = REGION_START[region].load(Acquire) + index * AREA;
+                // Stamp before the bit goes, so that a stale pointer into the area never sees an
+                // unreleased area without the secret (that would read as corrupted metadata).
+                // SAFETY: a released area is pool-owned memory of a live region, reading zero.
+                unsafe { (area as *mut u64).write(secret()) };
+                set_released(region, index, false);
+                pool.released -= 1;
+                RELEASED_BYTES.fetch_sub(AREA, Release);
+                return area;
+            }
+        }
+    }
+    unreachable!("released areas are counted")
+}
+
+/// Gives back to the OS the pages of meta areas whose records are all free (for `trim`). Returns the
+/// bytes given back.
+pub(crate) fn release_unused() -> usize {
+    let mut pool = POOL.lock();
+    let page = page_size();
+    if page % AREA != 0 {
+        return 0;
+    }
+    // Count each area's free records in the spare word of its header (under the pool lock).
+    let count = |area: usize| (area + 8) as *mut usize;
+    let mut m = pool.free;
+    while !m.is_null() {
+        // SAFETY: free records lie in live (not released) areas; the header word is pool-owned.
+        unsafe {
+            *count(m as usize & !(AREA - 1)) += 1;
+            m = (*m).next;
+        }
+    }
+    let whole = |area: usize| {
+        // SAFETY: as above.
+        unsafe { *count(area) == PER_AREA }
+    };
+    // Drop the records of wholly free areas from the free list before any page goes.
+    let mut link: *mut *mut Meta = &mut pool.free;
+    // SAFETY: the list is pool-owned; every record on it is live.
+    unsafe {
+        while !(*link).is_null() {
+            let r = *link;
+            if whole(r as usize & !(AREA - 1)) {
+                *link = (*r).next;
+            } else {
+                link = &mut (*r).next;
+            }
+        }
+    }
+    // Release whole pages of such areas; reset every other count.
+    let mut released = 0;
+    for region in 0..REGIONS.load(Acquire) {
+        let start = REGION_START[region].load(Acquire);
+        let region_end = REGION_END[region].load(Acquire);
+        // Only areas handed out so far: the newest region is carved up to `fresh`.
+        let end = if (start..=region_end).contains(&pool.fresh) {
+            pool.fresh
+        } else {
+            region_end
+        };
+        let mut at = start;
+        while at + page <= end {
+            let first = (at - start) / AREA;
+            let areas = page / AREA;
+            let gone = (0..areas).any(|k| is_released(region, first + k));
+            if !gone && (0..areas).all(|k| whole(at + k * AREA)) {
+                // SAFETY: no record in these areas is in use or on the free list any more.
+                if unsafe {
+                    twinheap_page::release(at as *mut u8, page, twinheap_page::Release::DontNeed)
+                }
+                .is_ok()
+                {
+                    for k in 0..areas {
+                        set_released(region, first + k, true);
+                    }
+                    pool.released += areas;
+                    released += page;
+                    RELEASED_BYTES.fetch_add(page, Release);
+                    at += page;
+                    continue;
+                }
+            }
+            for k in 0..areas {
+                let area = at + k * AREA;
+                if !is_released(region, first + k) {
+                    // SAFETY: as above.
+                    unsafe {
+                        if *count(area) != 0 {
+                            *count(area) = 0;
+                        }
+                    }
+                }
+            }
+            at += page;
+        }
+    }
+    // The never-used rest of the newest region was never touched (it reads zero and is not
+    // resident): count it with the released areas, so it is reused the same way and statistics
+    // show only areas that hold (or held) records.
+    if let Some((region, index)) = locate(pool.fresh) {
+        let end = REGION_END[region].load(Acquire);
+        let areas = (end - pool.fresh) / AREA;
+        for k in 0..areas {
+            set_released(region, index + k, true);
+        }
+        pool.released += areas;
+        RELEASED_BYTES.fetch_add(areas * AREA, Release);
+        pool.fresh = end;
+    }
+    // The area being carved may have been released with the rest: start a new one when needed.
+    if pool.cursor != 0 {
+        if let Some((region, index)) = locate((pool.area_end - 1) & !(AREA - 1)) {
+            if is_released(region, index) {
+                pool.cursor = 0;
+                pool.area_end = 0;
+            }
+        }
+    }
+    released
 }
 
 /// Returns a record to the pool, zeroing it first.
@@ -197,12 +371,17 @@ pub(crate) fn check_record(addr: usize) -> Record {
         return Record::NotMeta;
     }
     let regions = REGIONS.load(Acquire);
-    for i in 0..regions {
-        if area >= REGION_START[i].load(Acquire) && area < REGION_END[i].load(Acquire) {
-            // SAFETY: the area lies inside a live meta region (regions are never unmapped).
+    // Newest first: regions double in size, so the newest holds most records.
+    for i in (0..regions).rev() {
+        let start = REGION_START[i].load(Acquire);
+        if area >= start && area < REGION_END[i].load(Acquire) {
+            // SAFETY: the area lies inside a live meta region (regions are never unmapped; a
+            // released area reads zero).
             let word = unsafe { (area as *const u64).read() };
             return if word == secret() {
                 Record::Valid
+            } else if is_released(i, (area - start) / AREA) {
+                Record::NotMeta
             } else {
                 Record::BadCheck
             };
@@ -211,9 +390,9 @@ pub(crate) fn check_record(addr: usize) -> Record {
     Record::NotMeta
 }
 
-/// Bytes mapped for meta regions.
+/// Bytes mapped for meta regions, less the areas given back to the OS.
 pub(crate) fn mapped_bytes() -> usize {
-    META_BYTES.load(Acquire)
+    META_BYTES.load(Acquire) - RELEASED_BYTES.load(Acquire)
 }
 
 /// Takes the pool lock for fork; see `fork.rs`.

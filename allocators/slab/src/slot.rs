@@ -15,6 +15,7 @@ use crate::config;
 use crate::fault::{report, Fault};
 use crate::header::{self, Header, CODE_NESTED, CODE_START, CODE_U32, GROUP_HEADER, HEADER_AFTER};
 use crate::meta::Meta;
+use crate::zero::{any_nonzero, first_nonzero, zero};
 
 /// A slot taken from a group, not yet framed.
 #[derive(Clone, Copy, Debug)]
@@ -59,106 +60,44 @@ unsafe fn previous_offset(start: *const u8) -> Option<usize> {
     Some(if h.code == CODE_START { h.off } else { 0 })
 }
 
-/// Checks that `[from, to)` is all zero, except the 4 header bytes at `skip - 4` when `skip` is set.
+/// Checks that the slot's usable bytes `[start, end)` are all zero (any old block header inside them
+/// was cleared first), or reports a write after free at the first byte that is not.
 #[inline]
-unsafe fn check_zero(from: *const u8, to: *const u8, skip: Option<*const u8>) {
-    let (a, b) = match skip {
-        Some(p) => (p.wrapping_sub(4), p),
-        None => (to, to),
-    };
-    let (first, second) = ((from, a.min(to)), (b.max(from), to));
-    // SAFETY: the caller owns [from, to); both ranges are inside it.
+unsafe fn check_zero(start: *const u8, end: *const u8) {
+    // SAFETY: the caller owns [start, end).
     unsafe {
-        if any_nonzero(first.0, first.1) || any_nonzero(second.0, second.1) {
-            let bad = first_nonzero(first.0, first.1).or_else(|| first_nonzero(second.0, second.1));
+        if any_nonzero(start, end) {
+            let bad = first_nonzero(start, end);
             report(
                 Fault::WriteAfterFree,
-                bad.map_or(from as usize, |p| p as usize),
+                bad.map_or(start as usize, |p| p as usize),
             );
         }
     }
-}
-
-/// True if any byte of `[from, to)` is not zero: one pass of OR-ed unaligned words with no early exit,
-/// which the compiler vectorises; the rare failure is located by [`first_nonzero`].
-#[inline]
-unsafe fn any_nonzero(from: *const u8, to: *const u8) -> bool {
-    let len = (to as usize).saturating_sub(from as usize);
-    let mut acc = 0u64;
-    let mut i = 0;
-    // SAFETY: every read is inside [from, to).
-    unsafe {
-        while i + 8 <= len {
-            acc |= (from.add(i) as *const u64).read_unaligned();
-            i += 8;
-        }
-        while i < len {
-            acc |= u64::from(*from.add(i));
-            i += 1;
-        }
-    }
-    acc != 0
-}
-
-unsafe fn first_nonzero(from: *const u8, to: *const u8) -> Option<*const u8> {
-    if from >= to {
-        return None;
-    }
-    let len = to as usize - from as usize;
-    let mut i = 0;
-    // SAFETY: every read is inside [from, to); word reads are 8-aligned.
-    unsafe {
-        while i < len && (from as usize + i) % 8 != 0 {
-            if *from.add(i) != 0 {
-                return Some(from.add(i));
-            }
-            i += 1;
-        }
-        // Whole 64-byte chunks, OR-reduced without an early exit so the loop vectorises; a dirty
-        // chunk is located exactly by the loops below.
-        while i + 64 <= len {
-            let w = from.add(i) as *const u64;
-            let mut acc = 0;
-            for k in 0..8 {
-                acc |= w.add(k).read();
-            }
-            if acc != 0 {
-                break;
-            }
-            i += 64;
-        }
-        while i + 8 <= len && (from.add(i) as *const u64).read() == 0 {
-            i += 8;
-        }
-        while i < len {
-            if *from.add(i) != 0 {
-                return Some(from.add(i));
-            }
-            i += 1;
-        }
-    }
-    None
 }
 
 /// Frames a block of `n` bytes in `slot` and returns it.
 ///
 /// # Safety
 /// The slot was just taken (its bit left `avail`) and `n` is at most its class's capacity.
-#[inline]
+#[inline(always)]
 pub(crate) unsafe fn enframe(slot: Slot, n: usize) -> *mut u8 {
     // SAFETY: per the contract the slot is ours; all writes stay inside [start - 4, end).
     unsafe {
         let g = geometry(&slot);
         let prev = previous_offset(g.start);
-        let old = prev.filter(|&o| o > 0).map(|o| g.start.add(o * UNIT));
-        // A never-used slot was never freed, so nothing can have been written after a free; it is
-        // zero already (fresh mapping, or a parent slot checked or cleared for its nested group).
-        // Skipping it also spares a fresh page a read fault before its write fault.
-        if prev.is_some() && config::check_write_after_free() {
-            check_zero(g.start, g.end, old.map(|p| p as *const u8));
-        }
-        if let Some(old) = old {
-            ptr::write_bytes(old.sub(4), 0, 4);
+        if let Some(o) = prev {
+            // The previous block's header inside the slot is not user data: clear it first, so
+            // that the check below covers every other byte in one pass.
+            if o > 0 {
+                (g.start.add(o * UNIT - 4) as *mut u32).write_unaligned(0);
+            }
+            // A never-used slot was never freed, so nothing can have been written after a free; it
+            // is zero already (fresh mapping, or a parent slot checked or cleared for its nested
+            // group). Skipping it also spares a fresh page a read fault before its write fault.
+            if config::check_write_after_free() {
+                check_zero(g.start, g.end);
+            }
         }
         let off = header::cycle_offset(
             g.start as usize,
@@ -171,8 +110,8 @@ pub(crate) unsafe fn enframe(slot: Slot, n: usize) -> *mut u8 {
         if off > 0 {
             header::write(g.start, slot.idx, CODE_START, off);
         }
-        header::write(p, slot.idx, 0, (p as usize - g.storage as usize) / UNIT);
-        header::set_size(p, g.end, n);
+        let code = header::encode_size(p, g.end, n);
+        header::write(p, slot.idx, code, (p as usize - g.storage as usize) / UNIT);
         p
     }
 }
@@ -185,16 +124,13 @@ pub(crate) unsafe fn enframe_nested(slot: Slot, span: usize) -> *mut u8 {
     // SAFETY: as for `enframe`.
     unsafe {
         let g = geometry(&slot);
-        let old = previous_offset(g.start)
-            .filter(|&o| o > 0)
-            .map(|o| g.start.add(o * UNIT));
+        if let Some(o) = previous_offset(g.start).filter(|&o| o > 0) {
+            (g.start.add(o * UNIT - 4) as *mut u32).write_unaligned(0);
+        }
         if config::check_write_after_free() {
-            check_zero(g.start, g.end, old.map(|p| p as *const u8));
+            check_zero(g.start, g.end);
         } else {
             ptr::write_bytes(g.start, 0, g.end as usize - g.start as usize);
-        }
-        if let Some(old) = old {
-            ptr::write_bytes(old.sub(4), 0, 4);
         }
         header::write(
             g.start,
@@ -218,37 +154,11 @@ pub(crate) unsafe fn clear(p: *mut u8, n: usize, end: *mut u8, code: u8) {
     unsafe {
         if config::zero_on_free() {
             let reserved = end as usize - p as usize - n;
-            ptr::write_bytes(p, 0, n + usize::from(reserved > 0));
+            zero(p, n + usize::from(reserved > 0));
             if code == CODE_U32 {
                 ptr::write_bytes(end.sub(4), 0, 4);
             }
         }
         *p.sub(4) |= header::FLAG_FREED;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn first_nonzero_finds_the_exact_byte() {
-        let mut buf = [0u64; 40];
-        let base = buf.as_mut_ptr() as *mut u8;
-        let len = 320;
-        for start in [0, 3, 8] {
-            for at in [start, start + 1, 63, 64, 130, 255, 319] {
-                // SAFETY: all offsets are inside the 320-byte buffer.
-                unsafe {
-                    core::ptr::write_bytes(base, 0, len);
-                    assert_eq!(first_nonzero(base.add(start), base.add(len)), None);
-                    *base.add(at) = 7;
-                    assert_eq!(
-                        first_nonzero(base.add(start), base.add(len)),
-                        Some(base.add(at) as *const u8)
-                    );
-                }
-            }
-        }
     }
 }

@@ -67,7 +67,8 @@ pub fn stats() -> SlabStats {
             // SAFETY: groups on the heap's list stay live while its lock is held.
             let class = usize::from(unsafe { (*m).class });
             // Slots in the owner's batch are taken but not handed out yet.
-            let batched = heap.batches[class].slots_of(m);
+            // Pending frees are freed blocks whose groups do not know it yet.
+            let batched = heap.batches[class].slots_of(m) | heap.pending.slots_of(m);
             // SAFETY: as above.
             unsafe { count_group(&*m, batched, &mut s) };
         }

@@ -42,6 +42,7 @@ pub(crate) enum Purpose {
 /// # Safety
 /// The bytes just before `p` must be readable (true of any pointer slab handed out, and of most other
 /// pointers; a wild pointer at the very start of a mapping may fault instead of being reported).
+#[inline(always)]
 pub(crate) unsafe fn block(p: *mut u8, purpose: Purpose) -> Block {
     let a = p as usize;
     check(a % UNIT == 0 && a != 0, Fault::InvalidFree, a);
