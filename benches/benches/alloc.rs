@@ -1,5 +1,5 @@
-//! GlobalAlloc micro-benchmarks: `twinheap::Slab` against `std::alloc::System` (glibc malloc) in the
-//! same run. Both are called directly through their `GlobalAlloc` methods; the binary sets no global
+//! GlobalAlloc micro-benchmarks: `twinheap::Slab` and `twinheap::Arena` against `std::alloc::System`
+//! (glibc malloc) in the same run. Both are called directly through their `GlobalAlloc` methods; the binary sets no global
 //! allocator, so the harness and the helpers allocate from the system allocator whichever one is
 //! measured.
 //!
@@ -18,7 +18,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use twinheap::Slab;
+use twinheap::{Arena, Slab};
 use twinheap_benches::{realistic_size, Rng, SpscRing};
 
 /// Alignment of every request: what a typical Rust allocation asks for.
@@ -29,12 +29,16 @@ fn layout(size: usize) -> Layout {
 }
 
 /// Runs `$body` once per allocator with `$name` bound to its name in the benchmark ids and `$a` to a
-/// reference to it. A macro rather than a `dyn GlobalAlloc`, so that both are called statically, as
+/// reference to it. A macro rather than a `dyn GlobalAlloc`, so that all are called statically, as
 /// they would be as a program's global allocator.
 macro_rules! for_each_alloc {
     (|$name:ident, $a:ident| $body:block) => {{
         {
             let ($name, $a) = ("Slab", &Slab);
+            $body
+        }
+        {
+            let ($name, $a) = ("Arena", &Arena);
             $body
         }
         {

@@ -304,9 +304,11 @@ const TABLE_DATA: [Spec; Id::COUNT] = [
         default: 0,
         extra: Some(Extra::HugePageSize),
         glibc: Some("glibc.malloc.hugetlb"),
-        meaning: "Huge pages for the heap: 0 off; 1 transparent huge pages, requested with madvise; 2 \
-                  MAP_HUGETLB with the system's default huge page size; any other value is a huge page size \
-                  in bytes (a power of two of at least 65536) to map with MAP_HUGETLB.",
+        meaning: "Huge pages: 0 off; 1 transparent huge pages, requested with madvise for the heaps and for \
+                  blocks with their own mapping; 2 MAP_HUGETLB with the system's default huge page size; any \
+                  other value is a huge page size in bytes (a power of two of at least 65536) to map with \
+                  MAP_HUGETLB. MAP_HUGETLB applies to blocks with their own mapping only (heaps stay on base \
+                  pages), falling back to base pages when the kernel has none.",
         ..entry(Id::ArenaHugetlb, "arena.hugetlb", Kind::Size, "arena")
     },
 ];

@@ -86,11 +86,10 @@ The program then runs with the remaining settings.
 
 // STATUS NOTE: delete this paragraph (and its use below) once the slab and arena allocators have landed.
 const STATUS_NOTE: &str = "\
-> **Status.** The `slab.*` tunables take effect in the slab allocator. `page.release` has no effect yet:
-> slab unmaps the memory it gives back instead of advising it, and the arena allocator, which will use
-> it, is being built in a later milestone. Until then, `page.release` and the `arena.*` tunables (and
-> the glibc names that map onto them) are parsed and validated (bad values are still reported) but
-> change nothing.
+> **Status.** The `slab.*` tunables take effect in the slab allocator, and the `arena.*` tunables (and
+> the glibc names and `MALLOC_*_` variables that map onto them) in the arena allocator. `page.release`
+> chooses how the arena allocator's `malloc_trim` gives back free pages inside its heaps; slab unmaps
+> the memory it gives back instead of advising it, so there it has no effect.
 ";
 
 const TABLE_HEAD: &str = "\
