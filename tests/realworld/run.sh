@@ -8,11 +8,12 @@
 # test binary is started with a bogus tunable to prove twinheap is really in use: its warning line
 # must appear.
 #
-# Usage: bash tests/realworld/run.sh [slab]      (the allocator type; arena follows when it exists)
+# Usage: bash tests/realworld/run.sh [slab|arena]      (the allocator type; default slab)
 set -euo pipefail
 allocator=${1:-slab}
 case "$allocator" in
     slab) type=Slab ;;
+    arena) type=Arena ;;
     *) echo "realworld: unknown allocator '$allocator'" >&2; exit 2 ;;
 esac
 root=$(cd "$(dirname "$0")/../.." && pwd)
