@@ -561,6 +561,24 @@ pub fn parse_fault_line(stderr: &[u8], allocator: &str) -> Option<(String, usize
 /// The current thread's errno, and setting it (for checking what a failed allocation call reported).
 pub use twinheap_page::error::{errno, set_errno};
 
+/// Re-runs this test binary with only the test `name` (`--exact`), as a fresh process that reads its
+/// own environment: every variable twinheap's parser reads is removed, `marker=1` is set (child tests
+/// return at once without it), then `env` is applied. Returns the child's output, whatever its status.
+pub fn run_test_child(name: &str, marker: &str, env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", name, "--nocapture", "--test-threads=1"]);
+    for (var, _) in std::env::vars_os() {
+        if twinheap::tunables::wanted(format!("{}=", var.to_string_lossy()).as_bytes()) {
+            cmd.env_remove(var);
+        }
+    }
+    cmd.env(marker, "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

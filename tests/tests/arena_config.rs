@@ -8,25 +8,14 @@
 #[global_allocator]
 static A: twinheap::Arena = twinheap::Arena;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use twinheap::arena_allocator as arena;
 
 const CHILD_ENV: &str = "TWINHEAP_ARENA_CONFIG_CHILD";
 
 fn run_child(name: &str, env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", name, "--nocapture", "--test-threads=1"]);
-    for (var, _) in std::env::vars_os() {
-        if twinheap::tunables::wanted(format!("{}=", var.to_string_lossy()).as_bytes()) {
-            cmd.env_remove(var);
-        }
-    }
-    cmd.env(CHILD_ENV, "1");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
+    let out = twinheap_tests::run_test_child(name, CHILD_ENV, env);
     assert!(
         out.status.success(),
         "child {name} failed: {:?}\nstderr: {}",

@@ -11,7 +11,7 @@ static A: twinheap::Select = twinheap::Select;
 use std::alloc::{GlobalAlloc, Layout};
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::mpsc;
 
 const CHILD_ENV: &str = "TWINHEAP_SELECT_CHILD";
@@ -19,18 +19,8 @@ const CHILD_ENV: &str = "TWINHEAP_SELECT_CHILD";
 /// Runs child test `name` in a fresh process with `TWINHEAP` set to `choice` (unset for `None`) and
 /// nothing else twinheap reads.
 fn run_child(name: &str, choice: Option<&str>) -> Output {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", name, "--nocapture", "--test-threads=1"]);
-    for (var, _) in std::env::vars_os() {
-        if twinheap::tunables::wanted(format!("{}=", var.to_string_lossy()).as_bytes()) {
-            cmd.env_remove(var);
-        }
-    }
-    cmd.env(CHILD_ENV, "1");
-    if let Some(c) = choice {
-        cmd.env("TWINHEAP", c);
-    }
-    cmd.output().unwrap()
+    let env: Vec<(&str, &str)> = choice.map(|c| ("TWINHEAP", c)).into_iter().collect();
+    twinheap_tests::run_test_child(name, CHILD_ENV, &env)
 }
 
 fn child_line(out: &Output, key: &str) -> Option<String> {

@@ -7,7 +7,7 @@
 static A: twinheap::Slab = twinheap::Slab;
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use twinheap::slab_allocator as slab;
 
@@ -16,18 +16,11 @@ const CHILD_ENV: &str = "TWINHEAP_SLAB_CONFIG_CHILD";
 /// Runs the child test `name` with `TWINHEAP_TUNABLES` set to `tunables` (or unset), starting from an
 /// environment free of anything twinheap's parser reads.
 fn run_child(name: &str, tunables: Option<&str>) -> Output {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", name, "--nocapture", "--test-threads=1"]);
-    for (var, _) in std::env::vars_os() {
-        if twinheap::tunables::wanted(format!("{}=", var.to_string_lossy()).as_bytes()) {
-            cmd.env_remove(var);
-        }
-    }
-    cmd.env(CHILD_ENV, "1");
-    if let Some(t) = tunables {
-        cmd.env("TWINHEAP_TUNABLES", t);
-    }
-    cmd.output().unwrap()
+    let env: Vec<(&str, &str)> = tunables
+        .map(|t| ("TWINHEAP_TUNABLES", t))
+        .into_iter()
+        .collect();
+    twinheap_tests::run_test_child(name, CHILD_ENV, &env)
 }
 
 /// The `CHILD ...` lines of a child's stdout.

@@ -9,53 +9,9 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use rand_core::{impls, RngCore};
+use rand_core::RngCore;
 
-/// Random bits from the kernel, with AT_RANDOM as the fallback when getrandom is unavailable.
-pub(crate) struct OsEntropy;
-
-impl RngCore for OsEntropy {
-    fn next_u32(&mut self) -> u32 {
-        impls::next_u32_via_fill(self)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        impls::next_u64_via_fill(self)
-    }
-
-    fn fill_bytes(&mut self, dst: &mut [u8]) {
-        let mut filled = 0;
-        while filled < dst.len() {
-            // SAFETY: the destination is the unfilled tail of `dst`.
-            let n = unsafe {
-                libc::getrandom(
-                    dst[filled..].as_mut_ptr().cast(),
-                    dst.len() - filled,
-                    libc::GRND_NONBLOCK,
-                )
-            };
-            if n > 0 {
-                filled += n as usize;
-            } else if n < 0 && twinheap_page::error::errno() == libc::EINTR {
-                continue;
-            } else {
-                break;
-            }
-        }
-        if filled < dst.len() {
-            // SAFETY: getauxval has no preconditions; AT_RANDOM points at 16 readable bytes if present.
-            let at = unsafe { libc::getauxval(twinheap_page::sys::AT_RANDOM) } as *const u8;
-            for (i, b) in dst[filled..].iter_mut().enumerate() {
-                *b = if at.is_null() {
-                    (i as u8).wrapping_mul(151) ^ 0x5a
-                } else {
-                    // SAFETY: as above; the index stays below 16.
-                    unsafe { at.add(i % 16).read() }
-                };
-            }
-        }
-    }
-}
+use twinheap_page::OsEntropy;
 
 static KEY: AtomicUsize = AtomicUsize::new(0);
 

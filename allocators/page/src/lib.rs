@@ -19,6 +19,7 @@
 #![no_std]
 
 pub mod diag;
+pub mod entropy;
 pub mod error;
 mod futex;
 pub mod huge;
@@ -31,6 +32,7 @@ pub mod reserve;
 pub mod stats;
 pub mod sys;
 
+pub use entropy::OsEntropy;
 pub use error::{Error, Op};
 pub use huge::Huge;
 pub use lock::{Lock, Mutex, MutexGuard};

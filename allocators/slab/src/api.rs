@@ -152,7 +152,7 @@ fn alloc_large(ctx: &Ctx, n: usize, align: usize) -> *mut u8 {
     if n > MAX_REQUEST || matches!(ctx.access, Access::Reentrant(_)) {
         return fail(libc::ENOMEM);
     }
-    let p = large::alloc(n, align, secret::OsEntropy.next_u32_cheap());
+    let p = large::alloc(n, align, secret::cheap_u32());
     if p.is_null() {
         return fail(libc::ENOMEM);
     }

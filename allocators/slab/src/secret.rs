@@ -1,7 +1,7 @@
 //! The per-process secret and the random numbers behind slot choice.
 //!
 //! The secret stamps every meta area: a free whose metadata pointer leads anywhere else fails the
-//! check. It comes from the kernel's getrandom (non-blocking), or, if that is unavailable, from the
+//! check. It comes from the page backend's [`OsEntropy`]: the kernel's getrandom (non-blocking), or, if that is unavailable, from the
 //! 16 random bytes the kernel puts in every process's auxiliary vector (AT_RANDOM), mixed so that the
 //! value differs from what libc derives from the same bytes for its stack and pointer guards.
 //!
@@ -12,76 +12,7 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use rand_core::{RngCore, SeedableRng};
 
-/// The kernel's entropy, as a `rand_core` generator. Never blocks; falls back to AT_RANDOM mixed with
-/// a counter when getrandom is missing (Linux < 3.17) or not yet seeded.
-pub struct OsEntropy;
-
-static FALLBACK_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-impl RngCore for OsEntropy {
-    fn next_u32(&mut self) -> u32 {
-        self.next_u64() as u32
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        let mut bytes = [0u8; 8];
-        self.fill_bytes(&mut bytes);
-        u64::from_ne_bytes(bytes)
-    }
-
-    fn fill_bytes(&mut self, dst: &mut [u8]) {
-        let _errno = twinheap_page::error::ErrnoGuard::save();
-        let mut filled = 0;
-        while filled < dst.len() {
-            // SAFETY: the destination is the unfilled tail of `dst`.
-            let n = unsafe {
-                libc::getrandom(
-                    dst[filled..].as_mut_ptr().cast(),
-                    dst.len() - filled,
-                    libc::GRND_NONBLOCK,
-                )
-            };
-            if n > 0 {
-                filled += n as usize;
-            } else if n < 0 && twinheap_page::error::errno() == libc::EINTR {
-                continue;
-            } else {
-                break;
-            }
-        }
-        if filled < dst.len() {
-            fill_from_auxv(&mut dst[filled..]);
-        }
-    }
-}
-
-fn fill_from_auxv(dst: &mut [u8]) {
-    // SAFETY: getauxval has no preconditions; AT_RANDOM, when present, points at 16 readable bytes.
-    let at_random = unsafe { libc::getauxval(twinheap_page::sys::AT_RANDOM) } as *const u64;
-    let (a, b) = if at_random.is_null() {
-        (0x9e37_79b9_7f4a_7c15, &FALLBACK_COUNTER as *const _ as u64)
-    } else {
-        // SAFETY: see above; read_unaligned because the auxv bytes carry no alignment promise.
-        unsafe {
-            (
-                at_random.read_unaligned(),
-                at_random.add(1).read_unaligned(),
-            )
-        }
-    };
-    for chunk in dst.chunks_mut(8) {
-        let n = FALLBACK_COUNTER.fetch_add(1, Relaxed);
-        let v = mix(a ^ mix(b.wrapping_add(n)));
-        chunk.copy_from_slice(&v.to_ne_bytes()[..chunk.len()]);
-    }
-}
-
-/// A strong 64-bit mixing function (splitmix64's finaliser).
-pub const fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+pub use twinheap_page::entropy::{mix, OsEntropy};
 
 static SECRET: AtomicU64 = AtomicU64::new(0);
 
@@ -146,12 +77,10 @@ impl SeedableRng for SlotRng {
     }
 }
 
-impl OsEntropy {
-    /// A random number for placing a large block; a cheap counter-based mix, not a syscall, since
-    /// placement needs unpredictability across runs (the secret) rather than fresh entropy each time.
-    pub fn next_u32_cheap(&self) -> u32 {
-        (mix(secret() ^ FALLBACK_COUNTER.fetch_add(1, Relaxed)) >> 32) as u32
-    }
+/// A random number for placing a large block; a cheap counter-based mix, not a syscall, since
+/// placement needs unpredictability across runs (the secret) rather than fresh entropy each time.
+pub fn cheap_u32() -> u32 {
+    (mix(secret() ^ twinheap_page::entropy::counter()) >> 32) as u32
 }
 
 #[cfg(test)]
@@ -170,9 +99,7 @@ mod tests {
         let a = OsEntropy.next_u64();
         let b = OsEntropy.next_u64();
         assert_ne!(a, b);
-        let mut buf = [0u8; 24];
-        fill_from_auxv(&mut buf);
-        assert_ne!(&buf[..8], &buf[8..16]);
+        assert_ne!(cheap_u32(), cheap_u32());
     }
 
     #[test]
