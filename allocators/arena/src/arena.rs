@@ -2,7 +2,8 @@
 //! binmap, the top chunk and the last remainder, plus the list operations on them.
 //!
 //! Invariants, all under `lock` except the fast bins (pushed with a CAS by `free` without the lock,
-//! popped only under it, so a pop never races another pop and the push/pop pair has no ABA problem):
+//! popped only under it, so a pop never races another pop and the push/pop pair has no ABA problem;
+//! the protocol and its loom models are in `fastbin.rs`):
 //! - bin `i` (1 = unsorted, 2..=63 small, 64..=126 large) is a circular doubly linked list whose head
 //!   is a fake chunk overlaid on `bins[2*(i-1)..]`, so that `head.fd`/`head.bk` are those two words;
 //! - small bins hold one exact size; large bins are sorted largest first, and the first chunk of each
@@ -219,7 +220,7 @@ pub(crate) unsafe fn consolidate(av: &Arena) {
         av.have_fastchunks.store(false, Relaxed);
         let st = av.st.get();
         for (i, fb) in av.fastbins.iter().enumerate() {
-            let mut p = fb.swap(ptr::null_mut(), Relaxed);
+            let mut p = crate::fastbin::take_all(fb);
             while !p.is_null() {
                 check(
                     aligned(p as usize),

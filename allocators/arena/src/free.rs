@@ -7,13 +7,14 @@
 //! top above the trim threshold is decommitted down to `top_pad`.
 
 use core::ptr;
-use core::sync::atomic::Ordering::{Relaxed, Release};
+use core::sync::atomic::Ordering::Relaxed;
 
 use twinheap_page::{page_size, Release as How};
 
 use crate::arena::{consolidate, to_unsorted, unlink, Arena, State};
 use crate::chunk::*;
 use crate::config::{max_fast, perturb, PARAMS};
+use crate::fastbin;
 use crate::fault::{check, report};
 use crate::heap::{delete_heap, heap_of};
 use crate::secret::protect;
@@ -49,20 +50,17 @@ pub(crate) unsafe fn free_chunk(av: &Arena, p: P, locked: bool) {
             let idx = fastbin_index(sz);
             let fb = &av.fastbins[idx];
             let field = ptr::addr_of_mut!((*p).fd).cast::<usize>();
-            let mut old = fb.load(Relaxed);
-            loop {
-                if old == p {
-                    report("double free or corruption (fasttop)", mem(p) as usize);
-                }
+            // `p` is ours until the push lands; `old` is a fast-bin entry of `av`, whose header is
+            // read only with the lock held.
+            let pushed = fastbin::push(fb, p, |old| {
                 if locked && !old.is_null() && fastbin_index(size(old)) != idx {
                     report("invalid fastbin entry (free)", mem(p) as usize);
                 }
                 field.write(protect(field, old as usize));
                 (*p).bk = crate::secret::fast_key() as P;
-                match fb.compare_exchange_weak(old, p, Release, Relaxed) {
-                    Ok(_) => break,
-                    Err(cur) => old = cur,
-                }
+            });
+            if pushed.is_err() {
+                report("double free or corruption (fasttop)", mem(p) as usize);
             }
             return;
         }
@@ -108,7 +106,7 @@ unsafe fn walk_fast_bin(av: &Arena, p: P, locked: bool, try_only: bool) {
                 av.lock.lock();
             }
         }
-        let mut q = av.fastbins[fastbin_index(sz)].load(Relaxed);
+        let mut q = fastbin::first(&av.fastbins[fastbin_index(sz)]);
         let mut found = false;
         while !q.is_null() && aligned(q as usize) {
             if q == p {

@@ -73,7 +73,7 @@ fn scan(a: &Arena, mut bin: impl FnMut(usize, usize, usize, usize, usize)) -> Ar
             h = (*h).prev;
         }
         for (i, fb) in a.fastbins.iter().enumerate() {
-            let mut p = fb.load(Relaxed);
+            let mut p = crate::fastbin::first(fb);
             let (mut n, mut total) = (0, 0);
             while !p.is_null() && aligned(p as usize) {
                 n += 1;

@@ -24,6 +24,7 @@ mod attach;
 mod chunk;
 #[cfg(not(loom))]
 mod config;
+mod fastbin;
 #[cfg(not(loom))]
 mod fault;
 #[cfg(not(loom))]

@@ -9,11 +9,12 @@
 
 use core::mem::size_of;
 use core::ptr;
-use core::sync::atomic::Ordering::{Acquire, Relaxed};
+use core::sync::atomic::Ordering::Relaxed;
 
 use crate::arena::{bin_at, consolidate, mark_bin, to_unsorted, unlink, unsorted, Arena, State};
 use crate::chunk::*;
 use crate::config::{max_fast, PARAMS};
+use crate::fastbin;
 use crate::fault::{check, report};
 use crate::heap::{new_heap, HeapInfo, HEAP_MAX};
 use crate::secret::reveal;
@@ -24,23 +25,17 @@ const MAX_ITERS: usize = 10_000;
 /// Pops the head of fast bin `idx` (lock held, so no other pop races).
 #[inline(always)]
 unsafe fn fast_pop(av: &Arena, idx: usize, what: &str) -> P {
-    let fb = &av.fastbins[idx];
-    let mut victim = fb.load(Acquire);
-    while !victim.is_null() {
+    let victim = fastbin::pop(&av.fastbins[idx], |victim| {
         check(aligned(victim as usize), what, victim as usize);
         // SAFETY: a fastbin head is a free chunk of this arena; only the lock holder pops.
-        let next = unsafe {
+        unsafe {
             let field = ptr::addr_of!((*victim).fd).cast::<usize>();
             reveal(field, field.read()) as P
-        };
-        match fb.compare_exchange_weak(victim, next, Acquire, Acquire) {
-            Ok(_) => {
-                // SAFETY: the chunk is ours now; its fast-bin mark goes.
-                unsafe { (*victim).bk = ptr::null_mut() };
-                break;
-            }
-            Err(cur) => victim = cur,
         }
+    });
+    if !victim.is_null() {
+        // SAFETY: the chunk is ours now; its fast-bin mark goes.
+        unsafe { (*victim).bk = ptr::null_mut() };
     }
     victim
 }
