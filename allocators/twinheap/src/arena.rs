@@ -16,6 +16,7 @@ use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use twinheap_arena as arena;
 use twinheap_page::Release;
 
+use crate::global::{self, Ops};
 use crate::tunables::{Id, Tunables};
 
 /// The arena allocator. A unit struct: `static A: Arena = Arena;` is all it takes.
@@ -66,56 +67,62 @@ fn configure_slow() {
     CONFIGURED.store(true, Relaxed);
 }
 
-// SAFETY: every method forwards to the arena allocator, which returns blocks of at least the
-// requested size and alignment (or null), keeps contents on realloc, and accepts back exactly the
-// blocks it made.
+/// arena's operations for the shared `GlobalAlloc` logic.
+struct ArenaOps;
+
+impl Ops for ArenaOps {
+    const MALLOC_ALIGN: usize = 16;
+    #[inline]
+    fn configure() {
+        configure();
+    }
+    #[inline]
+    fn malloc(n: usize) -> *mut u8 {
+        arena::malloc(n)
+    }
+    #[inline]
+    fn calloc(n: usize) -> *mut u8 {
+        arena::calloc(1, n)
+    }
+    #[inline]
+    fn aligned_alloc(align: usize, n: usize) -> *mut u8 {
+        arena::aligned_alloc(align, n)
+    }
+    #[inline]
+    unsafe fn free_sized(p: *mut u8, n: usize) {
+        // SAFETY: the trait's contract: a live arena block of `n` requested bytes.
+        unsafe { arena::free_sized(p, n) }
+    }
+    #[inline]
+    unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
+        // SAFETY: the trait's contract: a live arena block.
+        unsafe { arena::realloc(p, n) }
+    }
+}
+
+// SAFETY: every method forwards to the arena allocator through `global`, and it returns blocks of at
+// least the requested size and alignment (or null), keeps contents on realloc, and accepts back
+// exactly the blocks it made.
 unsafe impl GlobalAlloc for Arena {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        configure();
-        if layout.align() <= 16 {
-            arena::malloc(layout.size())
-        } else {
-            arena::aligned_alloc(layout.align(), layout.size())
-        }
+        global::alloc::<ArenaOps>(layout)
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        configure();
-        if layout.align() <= 16 {
-            arena::calloc(1, layout.size())
-        } else {
-            let p = arena::aligned_alloc(layout.align(), layout.size());
-            if !p.is_null() {
-                // SAFETY: `p` holds `layout.size()` bytes.
-                unsafe { core::ptr::write_bytes(p, 0, layout.size()) };
-            }
-            p
-        }
+        global::alloc_zeroed::<ArenaOps>(layout)
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: the caller passes a block this allocator made with `layout`.
-        unsafe { arena::free_sized(ptr, layout.size()) }
+        unsafe { global::dealloc::<ArenaOps>(ptr, layout) }
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if layout.align() <= 16 {
-            // SAFETY: `ptr` is a live block of this allocator; `new_size` is non-zero (GlobalAlloc).
-            return unsafe { arena::realloc(ptr, new_size) };
-        }
-        // A moved block is only promised 16-byte alignment by realloc.
-        let q = arena::aligned_alloc(layout.align(), new_size);
-        if !q.is_null() {
-            // SAFETY: both blocks are live and distinct.
-            unsafe {
-                core::ptr::copy_nonoverlapping(ptr, q, layout.size().min(new_size));
-                arena::free(ptr);
-            }
-        }
-        q
+        // SAFETY: as above, with GlobalAlloc's promise on `new_size`.
+        unsafe { global::realloc::<ArenaOps>(ptr, layout, new_size) }
     }
 }

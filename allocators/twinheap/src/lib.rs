@@ -21,6 +21,7 @@ extern crate std;
 
 mod arena;
 pub mod env;
+mod global;
 mod select;
 mod slab;
 pub mod tunables;

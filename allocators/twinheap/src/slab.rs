@@ -15,6 +15,7 @@ use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use twinheap_page::Release;
 use twinheap_slab as slab;
 
+use crate::global::{self, Ops};
 use crate::tunables::{Id, Tunables};
 
 /// The slab allocator. A unit struct: `static A: Slab = Slab;` is all it takes.
@@ -51,55 +52,62 @@ fn configure_slow() {
     CONFIGURED.store(true, Relaxed);
 }
 
-// SAFETY: every method forwards to slab, which returns blocks of at least the requested size and
-// alignment (or null), keeps contents on realloc, and accepts back exactly the blocks it made.
+/// slab's operations for the shared `GlobalAlloc` logic.
+struct SlabOps;
+
+impl Ops for SlabOps {
+    const MALLOC_ALIGN: usize = slab::UNIT;
+    #[inline]
+    fn configure() {
+        configure();
+    }
+    #[inline]
+    fn malloc(n: usize) -> *mut u8 {
+        slab::malloc(n)
+    }
+    #[inline]
+    fn calloc(n: usize) -> *mut u8 {
+        slab::calloc(1, n)
+    }
+    #[inline]
+    fn aligned_alloc(align: usize, n: usize) -> *mut u8 {
+        slab::aligned_alloc(align, n)
+    }
+    #[inline]
+    unsafe fn free_sized(p: *mut u8, n: usize) {
+        // SAFETY: the trait's contract: a live slab block of `n` requested bytes.
+        unsafe { slab::free_sized(p, n) }
+    }
+    #[inline]
+    unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
+        // SAFETY: the trait's contract: a live slab block.
+        unsafe { slab::realloc(p, n) }
+    }
+}
+
+// SAFETY: every method forwards to slab through `global`, and slab returns blocks of at least the
+// requested size and alignment (or null), keeps contents on realloc, and accepts back exactly the
+// blocks it made.
 unsafe impl GlobalAlloc for Slab {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        configure();
-        if layout.align() <= slab::UNIT {
-            slab::malloc(layout.size())
-        } else {
-            slab::aligned_alloc(layout.align(), layout.size())
-        }
+        global::alloc::<SlabOps>(layout)
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        configure();
-        if layout.align() <= slab::UNIT {
-            slab::calloc(1, layout.size())
-        } else {
-            let p = slab::aligned_alloc(layout.align(), layout.size());
-            if !p.is_null() {
-                // SAFETY: `p` holds `layout.size()` bytes.
-                unsafe { core::ptr::write_bytes(p, 0, layout.size()) };
-            }
-            p
-        }
+        global::alloc_zeroed::<SlabOps>(layout)
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: the caller passes a block this allocator made with `layout`.
-        unsafe { slab::free_sized(ptr, layout.size()) }
+        unsafe { global::dealloc::<SlabOps>(ptr, layout) }
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if layout.align() <= slab::UNIT {
-            // SAFETY: `ptr` is a live block of this allocator.
-            return unsafe { slab::realloc(ptr, new_size) };
-        }
-        // slab's realloc only promises 16-byte alignment when it moves a block.
-        let q = slab::aligned_alloc(layout.align(), new_size);
-        if !q.is_null() {
-            // SAFETY: both blocks are live and distinct; the old one is freed with its own layout.
-            unsafe {
-                core::ptr::copy_nonoverlapping(ptr, q, layout.size().min(new_size));
-                slab::free_sized(ptr, layout.size());
-            }
-        }
-        q
+        // SAFETY: as above, with GlobalAlloc's promise on `new_size`.
+        unsafe { global::realloc::<SlabOps>(ptr, layout, new_size) }
     }
 }
