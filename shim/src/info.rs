@@ -17,21 +17,9 @@ use twinheap::slab_allocator as slab;
 use crate::dispatch::Backend;
 use crate::out::Chunked;
 
-/// glibc's `struct mallinfo2` (every field a size_t, in glibc's order).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Mallinfo2 {
-    pub arena: usize,
-    pub ordblks: usize,
-    pub smblks: usize,
-    pub hblks: usize,
-    pub hblkhd: usize,
-    pub usmblks: usize,
-    pub fsmblks: usize,
-    pub uordblks: usize,
-    pub fordblks: usize,
-    pub keepcost: usize,
-}
+/// glibc's `struct mallinfo2` (every field a size_t, in glibc's order): the arena allocator's own
+/// definition, which slab's figures and the C ABI reuse.
+pub use twinheap::arena_allocator::Mallinfo2;
 
 /// glibc's old `struct mallinfo` (int fields).
 #[repr(C)]
@@ -90,21 +78,7 @@ fn slab_mallinfo2() -> Mallinfo2 {
 pub fn mallinfo2(b: Backend) -> Mallinfo2 {
     match b {
         Backend::Slab | Backend::Boot | Backend::System => slab_mallinfo2(),
-        Backend::Arena => {
-            let m = arena::mallinfo2();
-            Mallinfo2 {
-                arena: m.arena,
-                ordblks: m.ordblks,
-                smblks: m.smblks,
-                hblks: m.hblks,
-                hblkhd: m.hblkhd,
-                usmblks: m.usmblks,
-                fsmblks: m.fsmblks,
-                uordblks: m.uordblks,
-                fordblks: m.fordblks,
-                keepcost: m.keepcost,
-            }
-        }
+        Backend::Arena => arena::mallinfo2(),
     }
 }
 
