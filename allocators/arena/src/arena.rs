@@ -209,6 +209,39 @@ pub(crate) unsafe fn to_unsorted(st: *mut State, p: P, sz: usize, what: &str) {
     }
 }
 
+/// The second half of freeing a chunk whose backward merge is done: `p` (free, size `sz`, in no
+/// list) absorbs `next` (size `nextsize`) if that is free or the top, and lands in the unsorted bin
+/// (checked with `what`) or becomes the top. Returns the merged size.
+///
+/// # Safety
+/// Lock held; `p` is a free chunk of this arena in no list and `next` the chunk right after it.
+pub(crate) unsafe fn merge_forward(
+    st: *mut State,
+    p: P,
+    mut sz: usize,
+    next: P,
+    nextsize: usize,
+    what: &str,
+) -> usize {
+    // SAFETY: per the contract; `next` and the chunk after it are headers inside this heap.
+    unsafe {
+        if next == (*st).top {
+            sz += nextsize;
+            set_head(p, sz | PREV_INUSE);
+            (*st).top = p;
+            return sz;
+        }
+        if inuse_at(next, nextsize) {
+            clear_inuse_at(next, 0);
+        } else {
+            sz += nextsize;
+            unlink(next);
+        }
+        to_unsorted(st, p, sz, what);
+        sz
+    }
+}
+
 /// Empties every fast bin, merging each chunk with its free neighbours into the unsorted bin or top
 /// (glibc's `malloc_consolidate`).
 ///
@@ -250,19 +283,14 @@ pub(crate) unsafe fn consolidate(av: &Arena) {
                     );
                     unlink(p);
                 }
-                if next != (*st).top {
-                    if !inuse_at(next, nextsize) {
-                        sz += nextsize;
-                        unlink(next);
-                    } else {
-                        clear_inuse_at(next, 0);
-                    }
-                    to_unsorted(st, p, sz, "malloc(): corrupted unsorted chunks");
-                } else {
-                    sz += nextsize;
-                    set_head(p, sz | PREV_INUSE);
-                    (*st).top = p;
-                }
+                merge_forward(
+                    st,
+                    p,
+                    sz,
+                    next,
+                    nextsize,
+                    "malloc(): corrupted unsorted chunks",
+                );
                 p = nextp;
             }
         }

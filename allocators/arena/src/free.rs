@@ -11,7 +11,7 @@ use core::sync::atomic::Ordering::Relaxed;
 
 use twinheap_page::{page_size, Release as How};
 
-use crate::arena::{consolidate, to_unsorted, unlink, Arena, State};
+use crate::arena::{consolidate, merge_forward, unlink, Arena, State};
 use crate::chunk::*;
 use crate::config::{max_fast, perturb, PARAMS};
 use crate::fastbin;
@@ -167,19 +167,14 @@ unsafe fn merge(av: &Arena, mut p: P, mut sz: usize) {
             );
             unlink(p);
         }
-        if next != (*st).top {
-            if !crate::arena::inuse_at(next, nextsize) {
-                unlink(next);
-                sz += nextsize;
-            } else {
-                clear_inuse_at(next, 0);
-            }
-            to_unsorted(st, p, sz, "free(): corrupted unsorted chunks");
-        } else {
-            sz += nextsize;
-            set_head(p, sz | PREV_INUSE);
-            (*st).top = p;
-        }
+        sz = merge_forward(
+            st,
+            p,
+            sz,
+            next,
+            nextsize,
+            "free(): corrupted unsorted chunks",
+        );
         if sz >= FASTBIN_CONSOLIDATION_THRESHOLD {
             if av.have_fastchunks.load(Relaxed) {
                 consolidate(av);

@@ -10,13 +10,11 @@
 //! Rust's `dealloc` passes the layout, so every free is a sized free: a size larger than the block
 //! aborts ("free(): invalid size").
 
-use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use twinheap_arena as arena;
 use twinheap_page::Release;
 
-use crate::global::{self, Ops};
 use crate::tunables::{Id, Tunables};
 
 /// The arena allocator. A unit struct: `static A: Arena = Arena;` is all it takes.
@@ -67,62 +65,4 @@ fn configure_slow() {
     CONFIGURED.store(true, Relaxed);
 }
 
-/// arena's operations for the shared `GlobalAlloc` logic.
-struct ArenaOps;
-
-impl Ops for ArenaOps {
-    const MALLOC_ALIGN: usize = 16;
-    #[inline]
-    fn configure() {
-        configure();
-    }
-    #[inline]
-    fn malloc(n: usize) -> *mut u8 {
-        arena::malloc(n)
-    }
-    #[inline]
-    fn calloc(n: usize) -> *mut u8 {
-        arena::calloc(1, n)
-    }
-    #[inline]
-    fn aligned_alloc(align: usize, n: usize) -> *mut u8 {
-        arena::aligned_alloc(align, n)
-    }
-    #[inline]
-    unsafe fn free_sized(p: *mut u8, n: usize) {
-        // SAFETY: the trait's contract: a live arena block of `n` requested bytes.
-        unsafe { arena::free_sized(p, n) }
-    }
-    #[inline]
-    unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
-        // SAFETY: the trait's contract: a live arena block.
-        unsafe { arena::realloc(p, n) }
-    }
-}
-
-// SAFETY: every method forwards to the arena allocator through `global`, and it returns blocks of at
-// least the requested size and alignment (or null), keeps contents on realloc, and accepts back
-// exactly the blocks it made.
-unsafe impl GlobalAlloc for Arena {
-    #[inline]
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        global::alloc::<ArenaOps>(layout)
-    }
-
-    #[inline]
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        global::alloc_zeroed::<ArenaOps>(layout)
-    }
-
-    #[inline]
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller passes a block this allocator made with `layout`.
-        unsafe { global::dealloc::<ArenaOps>(ptr, layout) }
-    }
-
-    #[inline]
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: as above, with GlobalAlloc's promise on `new_size`.
-        unsafe { global::realloc::<ArenaOps>(ptr, layout, new_size) }
-    }
-}
+crate::global::global_alloc_via!(Arena, ArenaOps, arena, align = 16, configure = configure);

@@ -78,3 +78,76 @@ pub(crate) unsafe fn realloc<O: Ops>(p: *mut u8, layout: Layout, new_size: usize
     }
     q
 }
+
+/// Implements [`Ops`] for `$ops` over the allocator crate `$krate` (which exports `malloc`, `calloc`,
+/// `aligned_alloc`, `free_sized` and `realloc` with C semantics) and `GlobalAlloc` for the unit struct
+/// `$ty` through the functions above. `$configure` applies the tunables once.
+macro_rules! global_alloc_via {
+    ($ty:ident, $ops:ident, $krate:ident, align = $align:expr, configure = $configure:path) => {
+        /// The allocator's operations for the shared `GlobalAlloc` logic.
+        struct $ops;
+
+        impl $crate::global::Ops for $ops {
+            const MALLOC_ALIGN: usize = $align;
+            #[inline]
+            fn configure() {
+                $configure();
+            }
+            #[inline]
+            fn malloc(n: usize) -> *mut u8 {
+                $krate::malloc(n)
+            }
+            #[inline]
+            fn calloc(n: usize) -> *mut u8 {
+                $krate::calloc(1, n)
+            }
+            #[inline]
+            fn aligned_alloc(align: usize, n: usize) -> *mut u8 {
+                $krate::aligned_alloc(align, n)
+            }
+            #[inline]
+            unsafe fn free_sized(p: *mut u8, n: usize) {
+                // SAFETY: the trait's contract: a live block of this allocator of `n` bytes.
+                unsafe { $krate::free_sized(p, n) }
+            }
+            #[inline]
+            unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
+                // SAFETY: the trait's contract: a live block of this allocator.
+                unsafe { $krate::realloc(p, n) }
+            }
+        }
+
+        // SAFETY: every method forwards to the allocator through `global`, and the allocator returns
+        // blocks of at least the requested size and alignment (or null), keeps contents on realloc,
+        // and accepts back exactly the blocks it made.
+        unsafe impl core::alloc::GlobalAlloc for $ty {
+            #[inline]
+            unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+                $crate::global::alloc::<$ops>(layout)
+            }
+
+            #[inline]
+            unsafe fn alloc_zeroed(&self, layout: core::alloc::Layout) -> *mut u8 {
+                $crate::global::alloc_zeroed::<$ops>(layout)
+            }
+
+            #[inline]
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: core::alloc::Layout) {
+                // SAFETY: the caller passes a block this allocator made with `layout`.
+                unsafe { $crate::global::dealloc::<$ops>(ptr, layout) }
+            }
+
+            #[inline]
+            unsafe fn realloc(
+                &self,
+                ptr: *mut u8,
+                layout: core::alloc::Layout,
+                new_size: usize,
+            ) -> *mut u8 {
+                // SAFETY: as above, with GlobalAlloc's promise on `new_size`.
+                unsafe { $crate::global::realloc::<$ops>(ptr, layout, new_size) }
+            }
+        }
+    };
+}
+pub(crate) use global_alloc_via;
