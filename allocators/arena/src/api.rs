@@ -16,6 +16,7 @@ use crate::config::perturb;
 use crate::fault::report;
 use crate::heap::is_heap_address;
 use crate::registry::{self, arena_of};
+use crate::solo;
 use crate::tcache::{self, Tcache};
 use crate::thread::{self, Thread};
 use crate::{free as fr, malloc as ml, mmap, realloc as rl};
@@ -43,10 +44,10 @@ fn with_arena_retry(
     tc: *mut Tcache,
     f: impl Fn(&Arena, *mut Tcache) -> P,
 ) -> P {
-    thread::lock_own(t, av);
+    let held = thread::lock_own(t, av);
     let p = f(av, tc);
     // SAFETY: taken just above.
-    unsafe { av.lock.unlock() };
+    unsafe { solo::unlock(&av.lock, held) };
     thread::maybe_move(t);
     if !p.is_null() {
         return p;
@@ -55,10 +56,10 @@ fn with_arena_retry(
     if ptr::eq(av, main) {
         return p;
     }
-    main.lock.lock();
+    let held = solo::lock(&main.lock);
     let p = f(main, tc);
     // SAFETY: taken just above.
-    unsafe { main.lock.unlock() };
+    unsafe { solo::unlock(&main.lock, held) };
     p
 }
 
@@ -299,7 +300,8 @@ unsafe fn free_careful(t: *mut Thread, m: *mut u8, c: &Checked) {
             arena.lock.unlock();
         }
     } else if !t.is_null() {
-        // When the parking spots are full the block is leaked: never reused, never corrupting.
+        // Refused only for a block carrying a tcache or fast-bin key (maybe cached already): it is
+        // left alone, never reused and never corrupting a list.
         let _ = thread::park(t, m);
     }
 }
@@ -341,10 +343,10 @@ pub fn calloc(count: usize, size_each: usize) -> *mut u8 {
     } else {
         // SAFETY: `t` is ours; its cache may be refilled under the arena lock.
         let tc = unsafe { ptr::addr_of_mut!((*t).tc) };
-        thread::lock_own(t, av);
+        let held = thread::lock_own(t, av);
         let mut r = run(av, tc);
         // SAFETY: taken above.
-        unsafe { av.lock.unlock() };
+        unsafe { solo::unlock(&av.lock, held) };
         thread::maybe_move(t);
         if r.0.is_null() && !ptr::eq(av, registry::main()) {
             let main = registry::main();
@@ -430,11 +432,11 @@ pub unsafe fn realloc(m: *mut u8, n: usize) -> *mut u8 {
             unsafe { rl::int_realloc(a, c.p, old_size, nb) }
         })
     } else {
-        owner.lock.lock();
+        let held = solo::lock(&owner.lock);
         // SAFETY: validated in-use chunk of `owner`, resized under its lock.
         let np = unsafe { rl::int_realloc(owner, c.p, old_size, nb) };
         // SAFETY: taken above.
-        unsafe { owner.lock.unlock() };
+        unsafe { solo::unlock(&owner.lock, held) };
         np
     };
     if !np.is_null() {

@@ -4,7 +4,8 @@
 //! compared with the chunk first ("double free or corruption (fasttop)"). Any other chunk is merged
 //! with its free neighbours under the arena lock and put on the unsorted bin, or into top. A merged
 //! chunk of 64 KiB or more consolidates the fast bins and trims the heap: empty heaps are unmapped and
-//! top above the trim threshold is decommitted down to `top_pad`.
+//! top above the trim threshold is decommitted down to `top_pad`. The chunk of a big heap (see
+//! `heap.rs`) is checked like any other and then unmapped with its heap.
 
 use core::ptr;
 use core::sync::atomic::Ordering::Relaxed;
@@ -16,7 +17,7 @@ use crate::chunk::*;
 use crate::config::{max_fast, perturb, PARAMS};
 use crate::fastbin;
 use crate::fault::{check, report};
-use crate::heap::{delete_heap, heap_of};
+use crate::heap::{delete_heap, heap_of, HEAP_MAX};
 use crate::secret::protect;
 
 const FASTBIN_CONSOLIDATION_THRESHOLD: usize = 65536;
@@ -64,12 +65,10 @@ pub(crate) unsafe fn free_chunk(av: &Arena, p: P, locked: bool) {
             }
             return;
         }
-        if locked {
-            merge(av, p, sz);
-        } else {
-            av.lock.lock();
-            merge(av, p, sz);
-            av.lock.unlock();
+        let held = (!locked).then(|| crate::solo::lock(&av.lock));
+        merge(av, p, sz);
+        if let Some(held) = held {
+            crate::solo::unlock(&av.lock, held);
         }
     }
 }
@@ -135,6 +134,7 @@ pub(crate) unsafe fn free_locked(av: &Arena, p: P) {
 }
 
 /// Merges the non-fast chunk `p` of `sz` bytes with its free neighbours (lock held).
+#[inline(always)]
 unsafe fn merge(av: &Arena, mut p: P, mut sz: usize) {
     // SAFETY: lock held; every neighbour is validated before it is merged.
     unsafe {
@@ -154,6 +154,15 @@ unsafe fn merge(av: &Arena, mut p: P, mut sz: usize) {
         let nextsize = size(next);
         if size_nomask(next) <= HDR || nextsize >= av.system_mem() {
             report("free(): invalid next size (normal)", at_p);
+        }
+        if (*heap).is_big() {
+            // A big heap's only chunk: the whole heap goes back to the OS.
+            if next != (*heap).fence || p as usize >= heap as usize + HEAP_MAX {
+                report("double free or corruption (out)", at_p);
+            }
+            av.sub_system_mem((*heap).size());
+            delete_heap(heap);
+            return;
         }
         free_perturb(p, sz);
         if !prev_inuse(p) {
@@ -179,13 +188,18 @@ unsafe fn merge(av: &Arena, mut p: P, mut sz: usize) {
             if av.have_fastchunks.load(Relaxed) {
                 consolidate(av);
             }
-            // Only call out when there is something to trim: top above the threshold, or a newest
-            // heap left empty.
+            // Only call out when there is something to trim: top above the threshold with at least
+            // a page past `top_pad` (what `heap_trim` would release), or a newest heap left empty.
             let threshold = PARAMS.trim_threshold.load(Relaxed);
+            let pad = PARAMS.top_pad.load(Relaxed);
             let top = (*st).top;
+            let top_size = size(top);
             let h = (*st).heap;
-            if size(top) >= threshold || (!(*h).prev.is_null() && top as usize == (*h).start()) {
-                heap_trim(av, PARAMS.top_pad.load(Relaxed), threshold);
+            if (top_size >= threshold
+                && top_size.saturating_sub(MINSIZE + 1).saturating_sub(pad) >= page_size())
+                || (!(*h).prev.is_null() && top as usize == (*h).start())
+            {
+                heap_trim(av, pad, threshold);
             }
         }
     }
@@ -245,7 +259,7 @@ pub(crate) unsafe fn heap_trim(av: &Arena, pad: usize, threshold: usize) -> bool
         if area <= pad {
             return released;
         }
-        let extra = (area - pad) & !(page_size() - 1);
+        let extra = (area - pad) & !((*h).gran() - 1);
         if extra == 0 {
             return released;
         }

@@ -15,10 +15,18 @@
 //! A process-wide bitmap with one bit per 64 MiB of address space records which heaps exist; free and
 //! realloc consult it before trusting any header, which turns pointers from elsewhere (the C library's
 //! own heap, stack, static data) into a clean "invalid pointer" report instead of a wild read.
+//!
+//! **Big heaps** serve a single chunk too large for any heap when direct mapping is not allowed
+//! (`mmap_max = 0`, where glibc's main arena would grow with brk): a reservation of a multiple of
+//! 64 MiB, aligned to 64 MiB, holding `[HeapInfo][chunk][fencepost]`. The chunk's header lies in the
+//! first 64 MiB, so masking still finds the header, and only that first slot is marked in the bitmap
+//! (a pointer into a later slot is foreign). A big heap is never the arena's top, is on no heap
+//! list, and its chunk never enters a bin: realloc resizes it in place (committing or decommitting the
+//! tail) and free unmaps the whole heap. It is recognised by a reservation longer than 64 MiB.
 
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use twinheap_page::{page_size, release, reserve, Release as How, Reservation};
 
@@ -45,9 +53,19 @@ pub(crate) struct HeapInfo {
     pub fresh: usize,
     /// The in-use dummy that ends this heap once the arena has moved on (null while current).
     pub fence: P,
+    /// The hugetlbfs page size backing the heap, or 0 for base pages.
+    huge: usize,
+    _spare: usize,
 }
 
 const _: () = assert!(size_of::<HeapInfo>() % ALIGNMENT == 0);
+
+/// Big heaps and hugetlbfs heaps that exist (for `stats`).
+pub(crate) static BIG_HEAPS: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static HUGETLB_HEAPS: AtomicUsize = AtomicUsize::new(0);
+
+/// Huge pages in a hugetlbfs heap (glibc's heaps with hugetlb=2 hold up to four huge pages).
+const HUGETLB_HEAP_PAGES: usize = 4;
 
 /// The heap that would hold address `a`.
 #[inline(always)]
@@ -88,6 +106,17 @@ impl HeapInfo {
         self.base.as_ptr() as usize + self.size
     }
 
+    /// The unit the heap commits and releases in: the page size, or the huge page size of a
+    /// hugetlbfs heap.
+    #[inline]
+    pub(crate) fn gran(&self) -> usize {
+        if self.huge != 0 {
+            self.huge
+        } else {
+            page_size()
+        }
+    }
+
     /// Bytes the arena uses (what glibc calls the heap's size; counted in `system_mem`).
     pub(crate) fn size(&self) -> usize {
         self.size
@@ -109,7 +138,7 @@ impl HeapInfo {
     /// Extends the used part to `upto` bytes from the base (rounded up to a page), committing more
     /// only beyond what is already committed. False when the heap is full or the OS refuses.
     pub(crate) fn grow(&mut self, upto: usize) -> bool {
-        let Some(upto) = upto.checked_next_multiple_of(page_size()) else {
+        let Some(upto) = upto.checked_next_multiple_of(self.gran()) else {
             return false;
         };
         if upto <= self.size {
@@ -135,7 +164,7 @@ impl HeapInfo {
     /// # Safety
     /// Nothing in the released range is in use.
     pub(crate) unsafe fn shrink(&mut self, upto: usize) -> bool {
-        let Some(upto) = upto.checked_next_multiple_of(page_size()) else {
+        let Some(upto) = upto.checked_next_multiple_of(self.gran()) else {
             return false;
         };
         if upto >= self.size {
@@ -151,13 +180,65 @@ impl HeapInfo {
         ok
     }
 
+    /// True for a big heap: one chunk larger than a normal heap could hold.
+    #[inline(always)]
+    pub(crate) fn is_big(&self) -> bool {
+        self.len > HEAP_MAX
+    }
+
+    /// Resizes a big heap's single chunk `p` to at least `nb` bytes in place, committing or
+    /// decommitting the tail and moving the fencepost. Returns the byte change of the heap's size
+    /// (for `system_mem`), or None when the reservation is too short or the OS refuses.
+    ///
+    /// # Safety
+    /// `self` is a big heap and `p` its chunk, in use; bytes of `p` past `nb` are not needed.
+    pub(crate) unsafe fn resize_big(&mut self, p: P, nb: usize) -> Option<isize> {
+        let base = self.base.as_ptr() as usize;
+        let end = (p as usize - base)
+            .checked_add(nb)?
+            .checked_add(MINSIZE)?
+            .checked_next_multiple_of(page_size())?;
+        if end > self.len {
+            return None;
+        }
+        let old = self.size;
+        let mut r = self.reservation();
+        let ok = if end > self.committed {
+            r.commit(end).is_ok()
+        } else {
+            // SAFETY: per the contract nothing past `end - MINSIZE` is used.
+            unsafe { r.decommit(end) }.is_ok()
+        };
+        self.store(r);
+        if !ok {
+            return None;
+        }
+        if end > old {
+            advise_huge(self.base.as_ptr(), self.committed);
+        }
+        self.size = end;
+        self.fresh = base + end;
+        // SAFETY: the new end is committed; the chunk keeps its flags.
+        unsafe {
+            let abit = size_nomask(p) & FLAGS;
+            set_head(p, (end - MINSIZE - (p as usize - base)) | abit);
+            let fence = (base + end - MINSIZE) as P;
+            set_head(fence, HDR | PREV_INUSE);
+            set_head((base + end - HDR) as P, PREV_INUSE);
+            self.fence = fence;
+        }
+        Some(end as isize - old as isize)
+    }
+
     /// Decommits what is committed beyond the used part (malloc_trim): the commit charge drops too.
     /// True if anything was decommitted.
     ///
     /// # Safety
     /// Nothing past the used part is in use.
     pub(crate) unsafe fn decommit_unused(&mut self) -> bool {
-        if self.committed <= self.size {
+        // A hugetlbfs heap keeps its huge pages (reserved for it when it was made); released ones
+        // cost no memory until touched again.
+        if self.committed <= self.size || self.huge != 0 {
             return false;
         }
         let mut r = self.reservation();
@@ -175,19 +256,53 @@ fn advise_huge(base: *mut u8, len: usize) {
     }
 }
 
-/// Reserves a new heap for `arena` with at least `need` bytes committed (header included).
+/// With hugetlb = 2 (or a page size), a reservation of hugetlbfs pages for a heap needing `need`
+/// bytes, and its page size; None (use base pages, as glibc falls back) when the size is unusable,
+/// the heap would not fit, or the system has not enough huge pages.
+fn hugetlb_reservation(need: usize) -> Option<(Reservation, usize)> {
+    let size = match crate::config::PARAMS.hugetlb.load(Relaxed) {
+        0 | 1 => return None,
+        2 => twinheap_page::huge::hugetlb_default_size()?,
+        n => n,
+    };
+    if !size.is_power_of_two() || size < page_size() || size > HEAP_MAX / HUGETLB_HEAP_PAGES {
+        return None;
+    }
+    let len = size * HUGETLB_HEAP_PAGES;
+    if need > len {
+        return None;
+    }
+    let r = twinheap_page::huge::reserve_hugetlb(len, HEAP_MAX, size).ok()?;
+    Some((r, size))
+}
+
+/// Reserves a new heap for `arena` with at least `need` bytes committed (header included): of
+/// hugetlbfs pages when `hugetlb` asks for them and the system has them, else of base pages.
 pub(crate) fn new_heap(arena: *mut Arena, need: usize) -> Option<*mut HeapInfo> {
     if need > HEAP_MAX {
         return None;
     }
-    let mut r = reserve(HEAP_MAX, HEAP_MAX).ok()?;
-    if r.commit(need.max(page_size())).is_err() {
+    let (mut r, huge) = match hugetlb_reservation(need) {
+        Some(x) => x,
+        None => (reserve(HEAP_MAX, HEAP_MAX).ok()?, 0),
+    };
+    let gran = if huge != 0 { huge } else { page_size() };
+    let Some(first) = need.max(1).checked_next_multiple_of(gran) else {
+        // SAFETY: nothing uses the fresh reservation.
+        let _ = unsafe { r.unreserve() };
+        return None;
+    };
+    if r.commit(first).is_err() {
         // SAFETY: nothing uses the fresh reservation.
         let _ = unsafe { r.unreserve() };
         return None;
     }
     let base = r.base().as_ptr();
-    advise_huge(base, r.committed());
+    if huge == 0 {
+        advise_huge(base, r.committed());
+    } else {
+        HUGETLB_HEAPS.fetch_add(1, Relaxed);
+    }
     let h = base as *mut HeapInfo;
     let (b, len, committed) = r.into_raw_parts();
     // SAFETY: the first page of the fresh reservation is committed and ours.
@@ -201,10 +316,68 @@ pub(crate) fn new_heap(arena: *mut Arena, need: usize) -> Option<*mut HeapInfo> 
             size: committed,
             fresh: base as usize + size_of::<HeapInfo>(),
             fence: ptr::null_mut(),
+            huge,
+            _spare: 0,
         });
     }
     mark(base as usize, true);
     Some(h)
+}
+
+/// Reserves a big heap for `arena` holding one in-use chunk of at least `nb` bytes whose user
+/// memory is aligned to `align` (a power of two of at most 32 MiB), with `abit` in its size word.
+/// Returns the heap and the chunk, or None when the OS refuses.
+pub(crate) fn new_big_heap(
+    arena: *mut Arena,
+    nb: usize,
+    align: usize,
+    abit: usize,
+) -> Option<(*mut HeapInfo, P)> {
+    if !align.is_power_of_two() || align > HEAP_MAX / 2 {
+        return None;
+    }
+    let align = align.max(ALIGNMENT);
+    let offset = (size_of::<HeapInfo>() + HDR).next_multiple_of(align) - HDR;
+    let end = offset
+        .checked_add(nb)?
+        .checked_add(MINSIZE)?
+        .checked_next_multiple_of(page_size())?;
+    let len = end.checked_next_multiple_of(HEAP_MAX)?.max(2 * HEAP_MAX);
+    let mut r = reserve(len, HEAP_MAX).ok()?;
+    if r.commit(end).is_err() {
+        // SAFETY: nothing uses the fresh reservation.
+        let _ = unsafe { r.unreserve() };
+        return None;
+    }
+    let base = r.base().as_ptr();
+    advise_huge(base, r.committed());
+    let h = base as *mut HeapInfo;
+    let (b, len, committed) = r.into_raw_parts();
+    let p = (base as usize + offset) as P;
+    let fence = (base as usize + end - MINSIZE) as P;
+    // SAFETY: `[base, base + end)` of the fresh reservation is committed and ours.
+    unsafe {
+        h.write(HeapInfo {
+            arena,
+            prev: ptr::null_mut(),
+            base: b,
+            len,
+            committed,
+            size: end,
+            fresh: base as usize + end,
+            fence,
+            huge: 0,
+            _spare: 0,
+        });
+        // The first chunk of a heap has PREV_INUSE; the fencepost marks it in use and stops any
+        // merge past it, as at the end of a retired heap.
+        set_head(p, (end - MINSIZE - offset) | PREV_INUSE | abit);
+        set_head(fence, HDR | PREV_INUSE);
+        set_head((base as usize + end - HDR) as P, PREV_INUSE);
+    }
+    mark(base as usize, true);
+    BIG_HEAPS.fetch_add(1, Relaxed);
+    Some((h, p))
 }
 
 /// Returns a heap to the OS.
@@ -215,6 +388,12 @@ pub(crate) unsafe fn delete_heap(h: *mut HeapInfo) {
     // SAFETY: per the contract.
     unsafe {
         mark(h as usize, false);
+        if (*h).is_big() {
+            BIG_HEAPS.fetch_sub(1, Relaxed);
+        }
+        if (*h).huge != 0 {
+            HUGETLB_HEAPS.fetch_sub(1, Relaxed);
+        }
         let r = (*h).reservation();
         let _ = r.unreserve();
     }

@@ -336,7 +336,7 @@ pub fn mallopt(param: i32, value: i32) -> i32 {
 pub struct ArenaStats {
     /// Arenas created so far (the main arena included); never shrinks.
     pub arenas: usize,
-    /// Heaps (64 MiB reservations) currently held by all arenas.
+    /// Heaps (64 MiB reservations, and big heaps of one chunk each) currently held by all arenas.
     pub heaps: usize,
     /// Heap bytes committed for chunks (mallinfo2's `arena`).
     pub heap_bytes: usize,
@@ -352,6 +352,12 @@ pub struct ArenaStats {
     /// The page backend's counters: bytes committed (read-write) and address space held.
     pub committed: usize,
     pub mapped: usize,
+    /// Frees parked so far because a signal handler freed while its thread held the arena lock,
+    /// and the most parked frees one interrupted call finished at once.
+    pub parked_frees: usize,
+    pub parked_batch_max: usize,
+    /// Heaps backed by hugetlbfs pages (`hugetlb` 2 or a page size, when the system has them).
+    pub hugetlb_heaps: usize,
 }
 
 /// Gathers [`ArenaStats`].
@@ -366,6 +372,10 @@ pub fn stats() -> ArenaStats {
         s.in_use_bytes += i.system.saturating_sub(avail);
     });
     s.arenas = registry::narenas();
+    s.heaps += crate::heap::BIG_HEAPS.load(Relaxed);
+    s.hugetlb_heaps = crate::heap::HUGETLB_HEAPS.load(Relaxed);
+    s.parked_frees = crate::thread::PARKED_FREES.load(Relaxed);
+    s.parked_batch_max = crate::thread::PARKED_BATCH_MAX.load(Relaxed);
     s.mmapped_chunks = N_MMAPS.load(Relaxed);
     s.mmapped_bytes = MMAPPED_MEM.load(Relaxed);
     s.record_bytes = crate::thread::RECORD_BYTES.load(Relaxed);

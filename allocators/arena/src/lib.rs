@@ -39,12 +39,15 @@ mod info;
 mod malloc;
 #[cfg(not(loom))]
 mod mmap;
+mod parked;
 #[cfg(not(loom))]
 mod realloc;
 #[cfg(not(loom))]
 mod registry;
 #[cfg(not(loom))]
 mod secret;
+#[cfg(not(loom))]
+mod solo;
 #[cfg(not(loom))]
 mod tcache;
 #[cfg(not(loom))]

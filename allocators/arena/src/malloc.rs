@@ -46,7 +46,59 @@ unsafe fn fast_pop(av: &Arena, idx: usize, what: &str) -> P {
 ///
 /// # Safety
 /// Lock of `av` held; `tc` null or the calling thread's cache.
+#[inline(always)]
 pub(crate) unsafe fn int_malloc(av: &Arena, nb: usize, tc: *mut Tcache) -> P {
+    // SAFETY: per the contract.
+    unsafe {
+        let p = from_top_directly(av, nb);
+        if !p.is_null() {
+            return p;
+        }
+        search(av, nb, tc)
+    }
+}
+
+/// The common case of a large request, inline: nothing to consolidate, nothing unsorted and no
+/// large bin marked, so every step of [`search`] before top would find nothing (small bins hold
+/// only chunks smaller than `nb`); cut the chunk from top, after top's own check. Null when the
+/// case does not apply or top is too small.
+///
+/// # Safety
+/// Lock of `av` held.
+#[inline(always)]
+unsafe fn from_top_directly(av: &Arena, nb: usize) -> P {
+    // SAFETY: lock held; top is this arena's free chunk at the end of its newest heap.
+    unsafe {
+        let st: *mut State = av.st.get();
+        let head = unsorted(st);
+        if in_smallbin_range(nb)
+            || (*st).binmap[2] | (*st).binmap[3] != 0
+            || (*head).bk != head
+            || av.have_fastchunks.load(Relaxed)
+        {
+            return ptr::null_mut();
+        }
+        let top = (*st).top;
+        if top.is_null() {
+            return top;
+        }
+        let sz = size(top);
+        if sz > av.system_mem() {
+            report("malloc(): corrupted top size", mem(top) as usize);
+        }
+        if sz < nb + MINSIZE {
+            return ptr::null_mut();
+        }
+        split_top(st, nb)
+    }
+}
+
+/// The full search of [`int_malloc`], out of line.
+///
+/// # Safety
+/// As for [`int_malloc`].
+#[inline(never)]
+unsafe fn search(av: &Arena, nb: usize, tc: *mut Tcache) -> P {
     // SAFETY: the whole search runs under the arena lock over chunks of this arena, with every link
     // checked (as listed in docs/arena.md) before it is trusted.
     unsafe {
@@ -439,6 +491,17 @@ unsafe fn sysmalloc(av: &Arena, nb: usize) -> P {
             }
         }
         let st: *mut State = av.st.get();
+        if nb > HEAP_MAX - heap_lead(true) - MINSIZE {
+            // No heap can hold it: a mapping of its own if allowed at all, else a big heap (where
+            // glibc's main arena would extend the break).
+            if !tried_mmap {
+                let p = crate::mmap::alloc(nb);
+                if !p.is_null() {
+                    return p;
+                }
+            }
+            return big_alloc(av, nb, ALIGNMENT);
+        }
         let pad = PARAMS.top_pad.load(Relaxed);
         let top = (*st).top;
         if top.is_null() {
@@ -483,6 +546,27 @@ unsafe fn sysmalloc(av: &Arena, nb: usize) -> P {
             return ptr::null_mut();
         }
         split_top(st, nb)
+    }
+}
+
+/// Serves a chunk of `nb` bytes, user memory aligned to `align`, from a big heap of its own (see
+/// `heap.rs`). Null when the OS refuses or the alignment is above 32 MiB.
+///
+/// # Safety
+/// Lock of `av` held.
+pub(crate) unsafe fn big_alloc(av: &Arena, nb: usize, align: usize) -> P {
+    // SAFETY: lock held; the big heap is fresh and the chunk ours.
+    unsafe {
+        let st: *mut State = av.st.get();
+        let me = av as *const Arena as *mut Arena;
+        let Some((h, p)) = crate::heap::new_big_heap(me, nb, align, (*st).arena_bit) else {
+            return ptr::null_mut();
+        };
+        av.add_system_mem(&mut *st, (*h).size());
+        // Fresh pages read zero: calloc need not clear any of the chunk.
+        (*st).top_split = p;
+        (*st).top_split_clean = mem(p) as usize;
+        p
     }
 }
 

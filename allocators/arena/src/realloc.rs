@@ -3,7 +3,8 @@
 //!
 //! realloc grows in place into top or into a free next chunk, otherwise allocates, copies and frees;
 //! shrinking splits off a tail of at least MINSIZE and frees it. memalign over-allocates by the
-//! alignment plus MINSIZE, then frees the misaligned lead and the unneeded tail.
+//! alignment plus MINSIZE, then frees the misaligned lead and the unneeded tail. The chunk of a big
+//! heap is never split: it is resized in place or moved, and memalign places it aligned.
 
 use core::ptr;
 
@@ -11,7 +12,8 @@ use crate::arena::{unlink, Arena, State};
 use crate::chunk::*;
 use crate::fault::report;
 use crate::free::free_locked;
-use crate::malloc::{int_malloc, set_top};
+use crate::heap::heap_of;
+use crate::malloc::{big_alloc, int_malloc, set_top};
 
 /// Keeps flags, replaces the size.
 #[inline(always)]
@@ -39,8 +41,13 @@ pub(crate) unsafe fn int_realloc(av: &Arena, oldp: P, oldsize: usize, nb: usize)
         if next != (*st).top && (size_nomask(next) <= HDR || nextsize >= sysmem) {
             report("realloc(): invalid next size", mem(oldp) as usize);
         }
+        // A big heap's single chunk is followed by its fencepost, never by top or a free chunk:
+        // only the shrinking and the moving branches below can meet it.
         let (newp, newsize);
         if oldsize >= nb {
+            if (*heap_of(oldp as usize)).is_big() {
+                return realloc_big(av, oldp, oldsize, nb);
+            }
             newp = oldp;
             newsize = oldsize;
         } else if next == (*st).top && oldsize + nextsize >= nb + MINSIZE {
@@ -55,6 +62,9 @@ pub(crate) unsafe fn int_realloc(av: &Arena, oldp: P, oldsize: usize, nb: usize)
             newp = oldp;
             newsize = oldsize + nextsize;
         } else {
+            if (*heap_of(oldp as usize)).is_big() {
+                return realloc_big(av, oldp, oldsize, nb);
+            }
             let fresh = int_malloc(av, nb, ptr::null_mut());
             if fresh.is_null() {
                 return ptr::null_mut();
@@ -84,6 +94,31 @@ pub(crate) unsafe fn int_realloc(av: &Arena, oldp: P, oldsize: usize, nb: usize)
     }
 }
 
+/// [`int_realloc`] for the chunk of a big heap: resized in place (the heap's tail committed or
+/// decommitted), else moved. Never split, since the heap holds one chunk.
+#[cold]
+unsafe fn realloc_big(av: &Arena, oldp: P, oldsize: usize, nb: usize) -> P {
+    // SAFETY: lock held; `oldp` is the in-use chunk of a big heap of `av`.
+    unsafe {
+        let heap = heap_of(oldp as usize);
+        if let Some(delta) = (*heap).resize_big(oldp, nb) {
+            if delta >= 0 {
+                av.add_system_mem(&mut *av.st.get(), delta as usize);
+            } else {
+                av.sub_system_mem(delta.unsigned_abs());
+            }
+            return oldp;
+        }
+        let fresh = int_malloc(av, nb, ptr::null_mut());
+        if fresh.is_null() {
+            return ptr::null_mut();
+        }
+        ptr::copy_nonoverlapping(mem(oldp), mem(fresh), oldsize.min(nb) - SIZE_SZ);
+        free_locked(av, oldp);
+        fresh
+    }
+}
+
 /// Allocates a chunk of `nb` bytes whose user pointer is a multiple of `align` (a power of two of at
 /// least MINSIZE). Null when out of memory.
 ///
@@ -100,6 +135,11 @@ pub(crate) unsafe fn int_memalign(av: &Arena, align: usize, nb: usize) -> P {
         let mut p = int_malloc(av, req, ptr::null_mut());
         if p.is_null() {
             return ptr::null_mut();
+        }
+        if !is_mmapped(p) && (*heap_of(p as usize)).is_big() {
+            // A big heap's chunk cannot be split: place an aligned chunk in one instead.
+            free_locked(av, p);
+            return big_alloc(av, nb, align);
         }
         let m = mem(p) as usize;
         if m % align != 0 {

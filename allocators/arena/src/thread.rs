@@ -14,7 +14,8 @@
 //! Re-entrancy: `busy` is set while the thread is inside the allocator. A call that finds it set (a
 //! signal handler interrupted malloc) must not wait on any lock and must not touch the tcache, which
 //! may be half-updated: it uses `try_lock` only; a malloc that cannot get its lock fails with ENOMEM,
-//! and a free that cannot is parked in the record and finished when the interrupted call leaves.
+//! and a free that cannot is parked on the record's parked list (unbounded, linked through the
+//! blocks themselves, see `parked.rs`) and finished when the interrupted call leaves.
 //! While a thread attaches (its record not yet published), nested calls (`pthread_setspecific` or
 //! `pthread_atfork` may allocate) are recognised through a small table of attaching threads and
 //! served the same careful way without a record.
@@ -31,9 +32,6 @@ use crate::arena::Arena;
 use crate::chunk::*;
 use crate::tcache::{self, Tcache};
 
-/// Frees a thread can park while it is inside the allocator; more are leaked (never reused).
-pub(crate) const PARKED: usize = 8;
-
 #[repr(C)]
 pub(crate) struct Thread {
     pub tc: Tcache,
@@ -41,8 +39,8 @@ pub(crate) struct Thread {
     pub busy: bool,
     /// Times the thread found its own arena locked since it last moved.
     pub contended: u32,
-    pub nparked: usize,
-    pub parked: [usize; PARKED],
+    /// Blocks whose free waits for the interrupted call to leave (see `parked.rs`).
+    pub parked: AtomicPtr<Chunk>,
     next_free: *mut Thread,
     next_all: *mut Thread,
     pub owner: usize,
@@ -264,7 +262,10 @@ pub(crate) fn leave(t: *mut Thread) {
     // SAFETY: as in `enter`.
     unsafe {
         (*t).busy = false;
-        if (*t).nparked != 0 {
+        // A plain read: only this thread and its signal handlers push, and a handler's push is
+        // complete before the interrupted code resumes (the compiler fence orders the read after
+        // `busy` is cleared; a handler arriving after that frees directly instead of parking).
+        if !(*t).parked.as_ptr().read().is_null() {
             finish_parked(t);
         }
     }
@@ -276,11 +277,14 @@ const MOVE_AFTER: u32 = 4;
 /// Takes the lock of `av`, the calling thread's own arena; a thread that keeps finding it taken is
 /// marked for a move, done by [`maybe_move`] once the lock is released.
 #[inline(always)]
-pub(crate) fn lock_own(t: *mut Thread, av: &Arena) {
-    if !av.lock.try_lock() {
-        // SAFETY: `t` is the calling thread's record.
-        unsafe { (*t).contended += 1 };
-        av.lock.lock();
+pub(crate) fn lock_own(t: *mut Thread, av: &Arena) -> crate::solo::Held {
+    match crate::solo::try_lock(&av.lock) {
+        Some(h) => h,
+        None => {
+            // SAFETY: `t` is the calling thread's record.
+            unsafe { (*t).contended += 1 };
+            crate::solo::lock(&av.lock)
+        }
     }
 }
 
@@ -296,36 +300,77 @@ pub(crate) fn maybe_move(t: *mut Thread) {
     }
 }
 
-/// Parks a validated heap chunk for later freeing; false when the parking spots are full.
-pub(crate) fn park(t: *mut Thread, p: *mut u8) -> bool {
-    // SAFETY: as in `enter`; a nested handler only appends.
+/// Frees parked so far (process-wide), and the most one interrupted call had to finish at once.
+pub(crate) static PARKED_FREES: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static PARKED_BATCH_MAX: AtomicUsize = AtomicUsize::new(0);
+
+/// The word a parked block carries in its second user word (where tcache and fast-bin chunks keep
+/// their keys), so that parking it again is recognised as a double free.
+fn park_key() -> usize {
+    crate::secret::tcache_key().rotate_left(41) ^ 0x2545_f491_4f6c_dd1d
+}
+
+/// Parks heap block `m` (validated by free) on the record of `t`, whose call was interrupted while
+/// holding the lock the free needs. The block is checked as far as that is possible without the
+/// lock; free runs every check again when the parked free is finished. False (the block stays
+/// untouched and is never reused) when the block carries a tcache or fast-bin key: it may be cached
+/// or binned already (a double free free cannot confirm without the lock or the half-updated
+/// tcache), and linking it would corrupt that list.
+pub(crate) fn park(t: *mut Thread, m: *mut u8) -> bool {
+    let p = chunk_of(m);
+    // SAFETY: `m` passed free's heap checks (in an existing heap, aligned, sane size), so its header
+    // and first two user words are ours to read; the next header is read only inside the heap.
     unsafe {
-        let n = (*t).nparked;
-        if n >= PARKED {
+        let sz = size(p);
+        let next = at(p, sz);
+        if next as usize >= (*crate::heap::heap_of(p as usize)).end() || !prev_inuse(next) {
+            crate::fault::report("double free or corruption (!prev)", m as usize);
+        }
+        let mark = (*p).bk as usize;
+        if mark == park_key() {
+            crate::fault::report("double free or corruption (parked)", m as usize);
+        }
+        if mark == crate::secret::tcache_key() || mark == crate::secret::fast_key() {
             return false;
         }
-        (*t).parked[n] = p as usize;
-        compiler_fence(SeqCst);
-        (*t).nparked = n + 1;
-        true
+        (*p).bk = park_key() as P;
+        let field = ptr::addr_of_mut!((*p).fd).cast::<usize>();
+        crate::parked::push(&(*t).parked, p, |old| {
+            field.write(crate::secret::protect(field, old as usize));
+        });
     }
+    PARKED_FREES.fetch_add(1, Relaxed);
+    true
 }
 
 #[cold]
 fn finish_parked(t: *mut Thread) {
     loop {
-        // SAFETY: as in `enter`.
-        let p = unsafe {
-            let n = (*t).nparked;
-            if n == 0 {
-                return;
+        // SAFETY: `t` is the calling thread's record; only it takes its parked list.
+        let mut p = crate::parked::take_all(unsafe { &(*t).parked });
+        if p.is_null() {
+            return;
+        }
+        let mut n = 0;
+        while !p.is_null() {
+            // SAFETY: `p` was parked by `park` (or decoded from such a block's link and checked
+            // below before use); its link is read before free hands the block on.
+            unsafe {
+                let field = ptr::addr_of!((*p).fd).cast::<usize>();
+                let next = crate::secret::reveal(field, field.read()) as P;
+                (*p).bk = ptr::null_mut();
+                crate::api::free(mem(p));
+                if !next.is_null()
+                    && (!aligned(next as usize)
+                        || !crate::heap::is_heap_address(mem(next) as usize))
+                {
+                    crate::fault::report("free(): corrupted parked list", mem(p) as usize);
+                }
+                p = next;
             }
-            let p = (*t).parked[n - 1];
-            (*t).nparked = n - 1;
-            p
-        };
-        // SAFETY: the program handed this block to free; it was validated and parked untouched.
-        unsafe { crate::api::free(p as *mut u8) };
+            n += 1;
+        }
+        PARKED_BATCH_MAX.fetch_max(n, Relaxed);
     }
 }
 
@@ -364,6 +409,10 @@ unsafe extern "C" fn on_thread_exit(v: *mut libc::c_void) {
             crate::registry::detach_thread(&*arena);
         }
         (*t).busy = false;
+        // Frees parked by a handler during the flush (the slot is gone: they take the lock).
+        if !(*t).parked.load(Relaxed).is_null() {
+            finish_parked(t);
+        }
         pool_give(t);
     }
 }
@@ -416,8 +465,7 @@ fn pool_take() -> *mut Thread {
             arena: ptr::null(),
             busy: false,
             contended: 0,
-            nparked: 0,
-            parked: [0; PARKED],
+            parked: AtomicPtr::new(ptr::null_mut()),
             next_free: ptr::null_mut(),
             next_all: ALL.load(Relaxed),
             owner: 0,
@@ -434,7 +482,7 @@ fn pool_give(t: *mut Thread) {
     unsafe {
         (*t).arena = ptr::null();
         (*t).owner = 0;
-        (*t).nparked = 0;
+        (*t).parked.store(ptr::null_mut(), Relaxed);
         (*t).next_free = pool.free;
     }
     pool.free = t;
@@ -471,4 +519,40 @@ pub(crate) fn after_fork_child() -> *const Arena {
         }
     }
     mine
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    /// What a signal handler does while its thread holds an arena lock: park (here 40 blocks, far
+    /// more than the 8 spots the record once had); leaving the allocator finishes every free, and
+    /// the blocks are reused.
+    #[test]
+    fn parked_frees_are_unbounded_and_finished_on_leave() {
+        let blocks: Vec<*mut u8> = (0..40).map(|_| crate::api::malloc(3000)).collect();
+        assert!(blocks.iter().all(|p| !p.is_null()));
+        let t = current();
+        assert!(!t.is_null());
+        let before = PARKED_FREES.load(Relaxed);
+        assert!(enter(t));
+        for &m in &blocks {
+            assert!(park(t, m));
+        }
+        // SAFETY: our own record.
+        assert!(!unsafe { (*t).parked.load(Relaxed) }.is_null());
+        leave(t);
+        // SAFETY: as above.
+        assert!(unsafe { (*t).parked.load(Relaxed) }.is_null());
+        assert!(PARKED_FREES.load(Relaxed) >= before + 40);
+        assert!(PARKED_BATCH_MAX.load(Relaxed) >= 40);
+        // Freed for real: new blocks reuse the memory.
+        let again: Vec<*mut u8> = (0..40).map(|_| crate::api::malloc(3000)).collect();
+        assert!(again.iter().any(|p| blocks.contains(p)));
+        for p in again {
+            // SAFETY: live blocks.
+            unsafe { crate::api::free(p) };
+        }
+    }
 }

@@ -7,10 +7,15 @@
 //!   (vm.nr_hugepages); callers fall back to base pages.
 //!
 //! Sizes are read from /proc and /sys once and cached; nothing here allocates.
+//!
+//! [`reserve_hugetlb`] gives a [`Reservation`] backed by hugetlbfs pages (an arena heap with
+//! glibc.malloc.hugetlb=2): its huge pages are reserved when it is made, so committing and touching
+//! them later cannot fail with SIGBUS, and a system without enough huge pages refuses it at once.
 
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use crate::error::{ErrnoGuard, Error, Op};
+use crate::reserve::Reservation;
 
 /// The kind of pages a mapping asks for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -108,6 +113,56 @@ pub unsafe fn advise_hugepage(ptr: *mut u8, len: usize) -> Result<(), Error> {
     Ok(())
 }
 
+/// Reserves `len` bytes of address space aligned to `align`, backed by hugetlbfs pages of `size`
+/// bytes (0: the default huge page size), all PROT_NONE and nothing committed. `len` and `align`
+/// must be multiples of the huge page size. The huge pages are reserved now (no MAP_NORESERVE): the
+/// call fails with ENOMEM when the system has not enough of them, and the caller falls back to base
+/// pages. Commit and decommit only at multiples of the huge page size.
+///
+/// Errors: EINVAL for a size that is not a power of two, or a length or alignment that is not a
+/// multiple of the page size used; ENOMEM (or whatever mmap says) when the kernel refuses.
+pub fn reserve_hugetlb(len: usize, align: usize, size: usize) -> Result<Reservation, Error> {
+    let page = if size == 0 {
+        hugetlb_default_size().ok_or(Error::new(Op::Reserve, libc::ENOMEM))?
+    } else {
+        size
+    };
+    let invalid = Error::new(Op::Reserve, libc::EINVAL);
+    if !page.is_power_of_two() || len == 0 || len % page != 0 || !align.is_power_of_two() {
+        return Err(invalid);
+    }
+    let align = align.max(page);
+    // Aligned address space first (base pages, no memory), then hugetlbfs pages over it in place:
+    // an aligned hugetlb mapping made directly would have to reserve the alignment slack too.
+    let start = crate::raw::reserve_none(len, align, 0, Op::Reserve)?;
+    let flags = libc::MAP_PRIVATE
+        | libc::MAP_ANONYMOUS
+        | libc::MAP_FIXED
+        | libc::MAP_HUGETLB
+        | ((page.trailing_zeros() as libc::c_int) << libc::MAP_HUGE_SHIFT);
+    // SAFETY: `[start, start + len)` is our own fresh reservation; MAP_FIXED replaces only it.
+    let p = unsafe {
+        libc::mmap(
+            start as *mut libc::c_void,
+            len,
+            libc::PROT_NONE,
+            flags,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        let err = Error::last(Op::Reserve);
+        // SAFETY: the reservation is ours and unused.
+        unsafe { crate::raw::munmap_quiet(start, len) };
+        return Err(err);
+    }
+    crate::stats::add_mapping(len, 0);
+    let base = core::ptr::NonNull::new(start as *mut u8).ok_or(invalid)?;
+    // SAFETY: exactly the range reserved above, nothing committed.
+    Ok(unsafe { Reservation::from_raw_parts(base, len, 0) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +177,36 @@ mod tests {
         }
         // Cached answers are stable.
         assert_eq!(hugetlb_default_size(), hugetlb_default_size());
+    }
+
+    #[test]
+    fn hugetlb_reservations_work_or_fail_cleanly() {
+        assert_eq!(
+            reserve_hugetlb(3 << 20, 1 << 21, 3 << 20).map(|_| ()),
+            Err(Error::new(Op::Reserve, libc::EINVAL))
+        );
+        let Some(size) = hugetlb_default_size() else {
+            return;
+        };
+        let before = crate::stats();
+        match reserve_hugetlb(2 * size, 4 * size, 0) {
+            Ok(mut r) => {
+                assert_eq!(r.base().as_ptr() as usize % (4 * size), 0);
+                assert_eq!(r.len(), 2 * size);
+                r.commit(size).expect("commit one huge page");
+                // SAFETY: committed, ours.
+                unsafe {
+                    r.base().as_ptr().write(7);
+                    r.base().as_ptr().add(size - 1).write(9);
+                    assert_eq!(r.base().as_ptr().read(), 7);
+                    r.unreserve().expect("unmap");
+                }
+            }
+            // No huge pages configured: refused at once, nothing left mapped.
+            Err(e) => {
+                assert_ne!(e.errno, libc::EINVAL, "{e:?}");
+                assert_eq!(crate::stats().mapped, before.mapped);
+            }
+        }
     }
 }
