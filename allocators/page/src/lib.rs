@@ -7,6 +7,9 @@
 //! - [`map`]: anonymous read-write mappings with any power-of-two alignment, optional PROT_NONE guard
 //!   pages before and/or after, optional huge pages ([`Huge`]); [`Mapping::remap`] resizes with mremap
 //!   and keeps contents, alignment and guards; [`Mapping::unmap`] gives it all back;
+//! - [`map_growable`]: a guarded mapping with reserved room after it, grown in place by one mprotect
+//!   ([`Mapping::resize`]), made read-only or inaccessible and opened again ([`Mapping::protect`],
+//!   [`Mapping::reopen`]) so that freed blocks can be kept for reuse;
 //! - [`reserve`]: address space without memory, with a committed prefix that grows and shrinks
 //!   ([`Reservation::commit`], [`Reservation::decommit`]);
 //! - [`release`]: give pages back with MADV_DONTNEED or MADV_FREE, and learn whether they now read zero;
@@ -22,6 +25,7 @@ pub mod diag;
 pub mod entropy;
 pub mod error;
 mod futex;
+pub mod grow;
 pub mod huge;
 pub mod lock;
 pub mod map;
@@ -34,6 +38,7 @@ pub mod sys;
 
 pub use entropy::OsEntropy;
 pub use error::{Error, Op};
+pub use grow::{map_growable, Access};
 pub use huge::Huge;
 pub use lock::{Lock, Mutex, MutexGuard};
 pub use map::{map, MapOptions, Mapping};

@@ -67,19 +67,25 @@ impl Default for MapOptions {
     }
 }
 
-const GUARD_BEFORE: u8 = 1;
-const GUARD_AFTER: u8 = 2;
+pub(crate) const GUARD_BEFORE: u8 = 1;
+pub(crate) const GUARD_AFTER: u8 = 2;
 const TRANSPARENT: u8 = 4;
+/// Built by [`crate::grow::map_growable`]: both guards, base pages, reserved room in `tail`.
+pub(crate) const GROWABLE: u8 = 8;
 
-/// One live region obtained from [`map`].
+/// One live region obtained from [`map`] (or [`crate::grow::map_growable`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mapping {
-    ptr: NonNull<u8>,
-    len: usize,
-    align_shift: u8,
+    pub(crate) ptr: NonNull<u8>,
+    pub(crate) len: usize,
+    pub(crate) align_shift: u8,
     /// log2 of the page size backing the region: the base page, or the hugetlbfs page.
-    granule_shift: u8,
-    flags: u8,
+    pub(crate) granule_shift: u8,
+    pub(crate) flags: u8,
+    /// Growable mappings only: base pages of PROT_NONE address space reserved beyond the guard page
+    /// after the usable bytes, into which the mapping grows in place (see `grow.rs`). Kept in 32 bits
+    /// so that a `Mapping` stays 24 bytes (it lives in slab's 88-byte meta records).
+    pub(crate) tail: u32,
 }
 
 // SAFETY: a Mapping is an address range plus build flags; owning it gives no access to thread-local
@@ -137,6 +143,7 @@ fn map_base(len: usize, opts: &MapOptions) -> Result<Mapping, Error> {
         align_shift: align.trailing_zeros() as u8,
         granule_shift: page.trailing_zeros() as u8,
         flags,
+        tail: 0,
     };
 
     if before == 0 && after == 0 && align == page {
@@ -178,6 +185,7 @@ fn map_hugetlb(len: usize, size: usize, align: usize) -> Result<Mapping, Error> 
         align_shift: align.trailing_zeros() as u8,
         granule_shift: size.trailing_zeros() as u8,
         flags: 0,
+        tail: 0,
     })
 }
 
@@ -221,7 +229,7 @@ impl Mapping {
             .huge(huge)
     }
 
-    fn guard_sizes(&self) -> (usize, usize) {
+    pub(crate) fn guard_sizes(&self) -> (usize, usize) {
         let page = page_size();
         let before = if self.flags & GUARD_BEFORE != 0 {
             page
@@ -236,12 +244,13 @@ impl Mapping {
         (before, after)
     }
 
-    /// The whole region including guard pages, as (start address, length).
+    /// The whole region including guard pages (and a growable mapping's reserved room), as (start
+    /// address, length).
     pub fn extent(&self) -> (usize, usize) {
         let (before, after) = self.guard_sizes();
         (
             self.ptr.as_ptr() as usize - before,
-            before + self.len + after,
+            before + self.len + after + self.tail as usize * page_size(),
         )
     }
 
@@ -264,7 +273,8 @@ impl Mapping {
     /// Resizes the mapping to at least `new_len` bytes, keeping its contents (up to the smaller size),
     /// its alignment, its guard pages and its page kind. It may move; on error the old mapping is
     /// untouched and still valid. Growth uses mremap or in-place extension, so pages are moved, not
-    /// copied (hugetlbfs mappings are copied).
+    /// copied (hugetlbfs mappings are copied). A growable mapping resizes as
+    /// [`Mapping::resize`] describes.
     ///
     /// # Safety
     /// As for [`Mapping::unmap`]: `self` must be live; after success only the returned mapping is.
@@ -278,6 +288,8 @@ impl Mapping {
         unsafe {
             if new_len == self.len {
                 Ok(self)
+            } else if self.flags & GROWABLE != 0 {
+                self.resize(new_len)
             } else if self.is_hugetlb() {
                 self.remap_by_copy(new_len)
             } else if new_len < self.len {
