@@ -257,6 +257,7 @@ fn bench_slab_options(c: &mut Criterion) {
             zero_on_free: zero && now.zero_on_free,
             check_write_after_free: check && now.check_write_after_free,
             release: now.release,
+            large_cache: now.large_cache,
         });
         for size in [64usize, 1024, 8192] {
             group.bench_with_input(

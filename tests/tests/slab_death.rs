@@ -538,11 +538,10 @@ fn guard_pages_surround_a_large_block() {
                 }
                 // SAFETY: a live block, freed once.
                 unsafe { slab::free(p) };
-                // The block's header page and the guard before it stay as a tombstone (so that a
-                // second free is reported as a double free) until trim or eviction unmaps them.
-                if !after {
-                    slab::trim();
-                }
+                // A freed block stays mapped (closed to writes) in the large-block cache, or its
+                // header page and the guard before it as a tombstone (so that a second free is
+                // reported as a double free), until trim unmaps them.
+                slab::trim();
                 if is_mapped(target) {
                     return STILL_MAPPED;
                 }

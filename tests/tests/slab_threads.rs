@@ -244,6 +244,84 @@ fn thread_churn_reuses_heaps() {
     );
 }
 
+/// One thread allocates, another frees everything it receives: every group of the producer's heap
+/// fills up and is emptied by the other thread, so groups go back and forth between the producer's
+/// retained empties, the recycled mappings and the OS. Contents must arrive intact, and memory must
+/// be reused from round to round rather than accumulate.
+#[test]
+fn producer_consumer_frees_reuse_memory() {
+    let _serial = serial();
+    const ROUNDS: usize = 4;
+    const BLOCKS: usize = 20_000;
+    slab::trim();
+    let start = slab::stats();
+    let mut first_peak = 0;
+    for round in 0..ROUNDS {
+        let (tx, rx) = mpsc::sync_channel::<Sent>(1024);
+        let peak = Arc::new(AtomicUsize::new(0));
+        let consumer = std::thread::spawn(move || {
+            let mut freed = 0;
+            for s in rx {
+                // SAFETY: a live block handed over once; freed once, with its size.
+                unsafe {
+                    assert!(
+                        intact(s),
+                        "block {:#x} ({} bytes) damaged in transit",
+                        s.p,
+                        s.n
+                    );
+                    slab::free_sized(s.p as *mut u8, s.n);
+                }
+                freed += 1;
+            }
+            freed
+        });
+        let producer = {
+            let peak = Arc::clone(&peak);
+            std::thread::spawn(move || {
+                let mut rng = Rng64::new(0x9c0 + round as u64);
+                for k in 0..BLOCKS {
+                    let n = rng.range(16, 2048);
+                    let p = slab::malloc(n);
+                    assert!(!p.is_null());
+                    let s = Sent {
+                        p: p as usize,
+                        n,
+                        seed: rng.next_u64(),
+                    };
+                    // SAFETY: a fresh block of `n` bytes.
+                    unsafe { fill(s) };
+                    tx.send(s).expect("consumer gone");
+                    if k % 4096 == 0 {
+                        peak.fetch_max(slab::stats().mapped, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        producer.join().expect("producer panicked");
+        assert_eq!(consumer.join().expect("consumer panicked"), BLOCKS);
+        let s = slab::stats();
+        assert!(
+            s.recycled <= 2 * MIB,
+            "round {round}: {} bytes recycled",
+            s.recycled
+        );
+        let peak = peak.load(Ordering::Relaxed).max(s.mapped);
+        if round == 0 {
+            first_peak = peak;
+        } else {
+            assert!(
+                peak <= first_peak + 4 * MIB,
+                "round {round}: mapped peaked at {peak}, first round at {first_peak}"
+            );
+        }
+    }
+    let end = slab::stats();
+    assert_eq!(end.requested, start.requested, "every block was freed");
+    slab::trim();
+    assert_eq!(slab::stats().recycled, 0);
+}
+
 #[test]
 fn fork_under_load_never_deadlocks() {
     let _serial = serial();

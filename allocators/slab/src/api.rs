@@ -49,23 +49,59 @@ enum Access {
 }
 
 /// Runs `f` in a session (or a re-entered one), or fails with ENOMEM when no heap can be had.
+///
+/// `f` is called from one place only, so that it inlines (two calls would leave it out of line and
+/// pass the context through memory).
 #[inline(always)]
 fn with_session(f: impl FnOnce(&Ctx) -> *mut u8) -> *mut u8 {
-    match thread::enter() {
-        Entry::Session(session) => f(&Ctx {
-            heap: session.heap,
-            access: if session.owns_heap() {
-                Access::Owner
-            } else {
-                Access::Shared
-            },
-        }),
-        Entry::Reentrant(slot, Some(heap)) => f(&Ctx {
-            heap,
-            access: Access::Reentrant(slot),
-        }),
-        Entry::Reentrant(_, None) | Entry::NoHeap => fail(libc::ENOMEM),
-    }
+    let session;
+    let ctx = match thread::enter_fast() {
+        // A session from the fast path always owns its heap.
+        Some(s) => {
+            let ctx = Ctx {
+                heap: s.heap,
+                access: Access::Owner,
+            };
+            session = Some(s);
+            ctx
+        }
+        None => return with_session_slow(f),
+    };
+    let p = f(&ctx);
+    drop(session);
+    p
+}
+
+/// [`with_session`] when the fast path found no session: any thread's first call, a crowded
+/// table, a re-entered call.
+#[inline(never)]
+fn with_session_slow(f: impl FnOnce(&Ctx) -> *mut u8) -> *mut u8 {
+    let session;
+    let ctx = match thread::enter_slow(thread::me()) {
+        Entry::Session(s) => {
+            let ctx = Ctx {
+                heap: s.heap,
+                access: if s.owns_heap() {
+                    Access::Owner
+                } else {
+                    Access::Shared
+                },
+            };
+            session = Some(s);
+            ctx
+        }
+        Entry::Reentrant(slot, Some(heap)) => {
+            session = None;
+            Ctx {
+                heap,
+                access: Access::Reentrant(slot),
+            }
+        }
+        Entry::Reentrant(_, None) | Entry::NoHeap => return fail(libc::ENOMEM),
+    };
+    let p = f(&ctx);
+    drop(session);
+    p
 }
 
 /// Allocates `n` bytes aligned to 16. `malloc(0)` returns a unique pointer.
@@ -77,7 +113,7 @@ pub fn malloc(n: usize) -> *mut u8 {
 #[inline(always)]
 fn malloc_in(ctx: &Ctx, n: usize) -> *mut u8 {
     if n > MAX_SMALL {
-        return alloc_large(ctx, n, UNIT);
+        return alloc_large(ctx, n, UNIT, false);
     }
     let heap = ctx.heap;
     let class = class::of(n);
@@ -98,7 +134,7 @@ fn malloc_in(ctx: &Ctx, n: usize) -> *mut u8 {
         let meta = batch.meta.load(Relaxed);
         let fresh = batch.fresh.load(Relaxed).rotate_left(idx as u32 * 7);
         // SAFETY: the slot left `avail` under the lock for this class and is ours alone.
-        return unsafe { slot::enframe(slot::Slot { meta, idx, fresh }, n) };
+        return unsafe { slot::enframe(slot::Slot { meta, idx, fresh }, class, n) };
     }
     let slot = match ctx.access {
         // SAFETY: the guard is for `heap`, whose state it borrows.
@@ -110,7 +146,7 @@ fn malloc_in(ctx: &Ctx, n: usize) -> *mut u8 {
     };
     match slot {
         // SAFETY: the slot was just taken for a block of class `of(n)`, which holds `n` bytes.
-        Some(slot) => unsafe { slot::enframe(slot, n) },
+        Some(slot) => unsafe { slot::enframe(slot, class, n) },
         None => fail(libc::ENOMEM),
     }
 }
@@ -147,12 +183,13 @@ fn refill(heap: &'static Heap, class: usize) -> Option<(*mut crate::meta::Meta, 
     None
 }
 
+/// A large block; `zero` asks for all-zero contents (a reused block may hold old data).
 #[cold]
-fn alloc_large(ctx: &Ctx, n: usize, align: usize) -> *mut u8 {
+fn alloc_large(ctx: &Ctx, n: usize, align: usize, zero: bool) -> *mut u8 {
     if n > MAX_REQUEST || matches!(ctx.access, Access::Reentrant(_)) {
         return fail(libc::ENOMEM);
     }
-    let p = large::alloc(n, align, secret::cheap_u32());
+    let p = large::alloc(n, align, secret::cheap_u32(), zero);
     if p.is_null() {
         return fail(libc::ENOMEM);
     }
@@ -198,6 +235,12 @@ unsafe fn release(b: &Block) {
     // SAFETY: `b` was just validated and the caller gives it up.
     unsafe {
         let small = (*b.meta).class != LARGE;
+        if small {
+            if let Some(session) = thread::enter_fast() {
+                crate::free::small_in_session(b, &session);
+                return;
+            }
+        }
         match thread::enter() {
             Entry::Session(session) if small => crate::free::small_in_session(b, &session),
             Entry::Session(_) => large::free(b),
@@ -213,10 +256,13 @@ pub fn calloc(count: usize, size: usize) -> *mut u8 {
     let Some(total) = count.checked_mul(size) else {
         return fail(libc::ENOMEM);
     };
+    if total > MAX_SMALL {
+        // Fresh mappings and cached blocks zeroed at free need no clearing; `large` knows which.
+        return with_session(|ctx| alloc_large(ctx, total, UNIT, true));
+    }
     let p = malloc(total);
-    // Large blocks are fresh mappings, and with the write-after-free check every slot was verified
-    // all zero when it was handed out: either way there is nothing to clear.
-    if !p.is_null() && total <= MAX_SMALL && !config::check_write_after_free() {
+    // With the write-after-free check every slot was verified all zero when it was handed out.
+    if !p.is_null() && !config::check_write_after_free() {
         // SAFETY: `p` holds `total` bytes.
         unsafe { ptr::write_bytes(p, 0, total) };
     }
@@ -299,7 +345,7 @@ fn aligned_in(ctx: &Ctx, align: usize, n: usize) -> *mut u8 {
         return fail(libc::ENOMEM);
     };
     if align > MAX_CLASS_ALIGN || padded > MAX_SMALL {
-        return alloc_large(ctx, n, align);
+        return alloc_large(ctx, n, align, false);
     }
     let p0 = malloc_in(ctx, padded);
     if p0.is_null() {
@@ -341,9 +387,9 @@ pub unsafe fn usable_size(p: *mut u8) -> usize {
     unsafe { validate::block(p, Purpose::User).n }
 }
 
-/// Returns every empty group to the OS (the groups hysteresis keeps are released too), and unmaps the
-/// tombstones of freed large blocks. Returns true if anything was released. Does nothing when called
-/// from a signal handler that interrupted slab.
+/// Returns every empty group to the OS (the groups hysteresis keeps are released too), empties the
+/// cache of freed large blocks and unmaps their tombstones. Returns true if anything was released.
+/// Does nothing when called from a signal handler that interrupted slab.
 pub fn trim() -> bool {
     let Entry::Session(session) = thread::enter() else {
         return false;
@@ -352,7 +398,7 @@ pub fn trim() -> bool {
         // SAFETY: the owning thread, not re-entered.
         unsafe { session.heap.return_batches() };
     }
-    let mut released = large::flush_tombstones();
+    let mut released = large::trim();
     thread::for_each_heap(|heap| loop {
         // SAFETY: lock held for the call.
         let group = unsafe { heap.lock().take_empty() };
@@ -365,6 +411,7 @@ pub fn trim() -> bool {
             None => break,
         }
     });
+    released |= crate::recycle::drain();
     released |= crate::meta::release_unused() > 0;
     released
 }

@@ -26,10 +26,23 @@ pub const SIZES: [u16; CLASSES] = [
 /// Largest request a class serves; larger requests are large allocations.
 pub const MAX_SMALL: usize = SIZES[CLASSES - 1] as usize * UNIT - HEADER;
 
-/// Slot stride of a class in bytes.
+/// Slot strides in bytes, padded to 64 entries so that a lookup by `class & 63` needs no bounds
+/// check on the malloc and free paths (the padding, never a valid class, reads 0).
+const STRIDES: [u32; 64] = {
+    let mut t = [0u32; 64];
+    let mut c = 0;
+    while c < CLASSES {
+        t[c] = SIZES[c] as u32 * UNIT as u32;
+        c += 1;
+    }
+    t
+};
+
+/// Slot stride of a class in bytes (`class < CLASSES`).
 #[inline]
 pub const fn stride(class: usize) -> usize {
-    SIZES[class] as usize * UNIT
+    debug_assert!(class < CLASSES);
+    STRIDES[class & 63] as usize
 }
 
 /// Largest request class `class` serves.

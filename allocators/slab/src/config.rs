@@ -4,7 +4,7 @@
 //! first allocates; code that never calls it gets [`Config::DEFAULT`], the hardened default. Options are
 //! read on hot paths, so they live in plain atomics loaded with relaxed ordering.
 
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::Relaxed};
 
 use twinheap_page::Release;
 
@@ -19,6 +19,8 @@ pub struct Config {
     /// How pages given back inside retained memory would go to the OS (`page.release`). Not used yet:
     /// slab unmaps whole groups and large blocks instead of advising pages.
     pub release: Release,
+    /// Bytes of freed large blocks kept for reuse (`slab.large_cache`); 0 turns the cache off.
+    pub large_cache: usize,
 }
 
 impl Config {
@@ -26,6 +28,7 @@ impl Config {
         zero_on_free: true,
         check_write_after_free: true,
         release: Release::DontNeed,
+        large_cache: LARGE_CACHE_DEFAULT,
     };
 }
 
@@ -35,6 +38,11 @@ impl Default for Config {
     }
 }
 
+/// Default of `slab.large_cache`: 32 MiB, half of the most glibc keeps at the top of its heap once
+/// its dynamic thresholds have grown (a trim threshold of twice the 32 MiB mmap threshold maximum).
+pub const LARGE_CACHE_DEFAULT: usize = 32 << 20;
+
+static LARGE_CACHE: AtomicUsize = AtomicUsize::new(LARGE_CACHE_DEFAULT);
 static ZERO_ON_FREE: AtomicBool = AtomicBool::new(true);
 static CHECK_WAF: AtomicBool = AtomicBool::new(true);
 static RELEASE: AtomicU8 = AtomicU8::new(0);
@@ -49,6 +57,7 @@ pub fn init(config: &Config) {
         Relaxed,
     );
     RELEASE.store(matches!(config.release, Release::Free) as u8, Relaxed);
+    LARGE_CACHE.store(config.large_cache, Relaxed);
 }
 
 /// The options in force.
@@ -61,6 +70,7 @@ pub fn current() -> Config {
         } else {
             Release::DontNeed
         },
+        large_cache: large_cache(),
     }
 }
 
@@ -72,4 +82,9 @@ pub(crate) fn zero_on_free() -> bool {
 #[inline]
 pub(crate) fn check_write_after_free() -> bool {
     CHECK_WAF.load(Relaxed)
+}
+
+#[inline]
+pub(crate) fn large_cache() -> usize {
+    LARGE_CACHE.load(Relaxed)
 }

@@ -1,15 +1,16 @@
 //! fork: every slab lock is taken before fork and released (parent) or reset (child) after.
 //!
 //! Order, the same everywhere locks nest: registry, then each heap, then the large list and the
-//! tombstones, then the meta pool (a heap creating a group takes the pool lock while holding its own). The child runs on one
-//! thread, the one that forked: the heaps of the others go back to the free list.
+//! tombstones, then the recycled group mappings and the meta pool (a heap creating a group takes
+//! either while holding its own; the two never nest). The child runs on one thread, the one that
+//! forked: the heaps of the others go back to the free list.
 //!
 //! The handlers are registered once, after the first heap exists and outside every lock, because
 //! pthread_atfork itself may allocate.
 
 use core::sync::atomic::{AtomicBool, Ordering::AcqRel};
 
-use crate::{large, meta, thread};
+use crate::{large, meta, recycle, thread};
 
 static REGISTERED: AtomicBool = AtomicBool::new(false);
 
@@ -26,6 +27,7 @@ unsafe extern "C" fn prepare() {
     for lock in large::fork_locks() {
         lock.lock();
     }
+    recycle::fork_lock().lock();
     meta::fork_lock().lock();
 }
 
@@ -33,6 +35,7 @@ unsafe extern "C" fn parent() {
     // SAFETY: `prepare` took every one of these locks on this thread.
     unsafe {
         meta::fork_lock().unlock();
+        recycle::fork_lock().unlock();
         for lock in large::fork_locks() {
             lock.unlock();
         }
@@ -45,6 +48,7 @@ unsafe extern "C" fn child() {
     // SAFETY: the child is single-threaded and `prepare` took every lock before the fork.
     unsafe {
         meta::fork_lock().reset_after_fork();
+        recycle::fork_lock().reset_after_fork();
         for lock in large::fork_locks() {
             lock.reset_after_fork();
         }

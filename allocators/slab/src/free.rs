@@ -4,8 +4,9 @@
 //! block's heap then only records the slot in the heap's pending frees (`pending.rs`), marked later
 //! in bulk. Any other free marks it at once: lock-free in the common case (a CAS on the group's
 //! `freed` mask), as in mallocng: only a free into a group with no freed slots yet, or the free that
-//! completes a group, takes the owner heap's lock, because those change lists. Syscalls (munmap)
-//! happen after the lock is dropped.
+//! completes a group, takes the owner heap's lock, because those change lists. A released group's
+//! mapping goes to the recycled mappings (`recycle.rs`), or is unmapped when that is full, after
+//! the lock is dropped.
 
 use core::ptr;
 
@@ -25,7 +26,7 @@ use crate::validate::{self, Block, Purpose};
 pub(crate) unsafe fn small(b: &Block) {
     // SAFETY: per the contract.
     unsafe {
-        slot::clear(b.p, b.n, b.end, b.header.code);
+        slot::clear(b.p, b.n, b.end, b.code);
         release_slot(b.meta, b.idx);
     }
 }
@@ -39,7 +40,7 @@ pub(crate) unsafe fn small(b: &Block) {
 pub(crate) unsafe fn small_in_session(b: &Block, session: &thread::Session) {
     // SAFETY: per the contract.
     unsafe {
-        slot::clear(b.p, b.n, b.end, b.header.code);
+        slot::clear(b.p, b.n, b.end, b.code);
         let heap = session.heap;
         if session.owns_heap() && ptr::eq((*b.meta).heap, heap) {
             let bit = 1u32 << b.idx;
@@ -118,12 +119,16 @@ pub(crate) unsafe fn release_group(m: *mut Meta) {
     unsafe {
         let meta = &*m;
         let (mem, mapping) = (meta.mem, meta.mapping);
-        let span = crate::group::span(usize::from(meta.class), usize::from(meta.last_idx) + 1);
+        let class = usize::from(meta.class);
+        let span = crate::group::span(class, usize::from(meta.last_idx) + 1);
+        let dirty = crate::group::dirty(class, usize::from(meta.active_idx) + 1);
         meta::free(m);
         match mapping {
             Some(mapping) => {
-                // A failed munmap leaves the group mapped and unused: a leak, not corruption.
-                let _ = mapping.unmap();
+                if let Some(mapping) = crate::recycle::put(mapping, dirty) {
+                    // A failed munmap leaves the group mapped and unused: a leak, not corruption.
+                    let _ = mapping.unmap();
+                }
             }
             None => {
                 let parent = validate::block(mem, Purpose::Nested);

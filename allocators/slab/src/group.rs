@@ -10,6 +10,7 @@ use twinheap_page::{map, page_size, MapOptions};
 
 use crate::class::{self, UNIT};
 use crate::header::GROUP_HEADER;
+use crate::recycle;
 
 /// First-group, middle and high-usage counts for the classes below 9 (16 to 144-byte slots).
 const SMALL_COUNTS: [[u8; 3]; 9] = [
@@ -68,12 +69,26 @@ pub(crate) fn is_nested(span: usize) -> bool {
     span <= page_size() / 2
 }
 
-/// Maps memory for a group of `cnt` slots; returns the mapping and the slot count it can hold
-/// (the page rounding often leaves room for more slots, up to 32).
-pub(crate) fn map_group(class: usize, cnt: usize) -> Option<(twinheap_page::Mapping, usize)> {
-    let mapping = map(span(class, cnt), &MapOptions::new()).ok()?;
+/// Memory for a group of `cnt` slots: a recycled mapping of a released group (`recycle.rs`), or a
+/// new one. Returns the mapping and the slot count it can hold (the page rounding often leaves room
+/// for more slots, up to 32). `try_only`: wait for no lock (a call re-entered from a signal handler).
+pub(crate) fn map_group(
+    class: usize,
+    cnt: usize,
+    try_only: bool,
+) -> Option<(twinheap_page::Mapping, usize)> {
+    let len = span(class, cnt);
+    let mapping = match recycle::take(len, try_only) {
+        Some(mapping) => mapping,
+        None => map(len, &MapOptions::new()).ok()?,
+    };
     let fits = (mapping.len() - GROUP_HEADER) / class::stride(class);
     Some((mapping, fits.clamp(cnt, 32)))
+}
+
+/// Bytes of a group's mapping it may have written: its header and activated slots, page-rounded.
+pub(crate) fn dirty(class: usize, active: usize) -> usize {
+    span(class, active).next_multiple_of(page_size())
 }
 
 /// How many slots to activate in a fresh mapped group: those within its first 4 KiB (at least one),

@@ -92,10 +92,24 @@ pub(crate) unsafe fn write(p: *mut u8, idx: usize, code: u8, off: usize) {
     }
 }
 
-/// The canary byte after a block at `p` of `n` bytes: secret-derived, never 0.
+/// [`write`] for a block in a group with slots of a size class: a group spans less than 1 MiB, so
+/// the offset always fits the header's 16 bits.
+///
+/// # Safety
+/// As for [`write`]; `off <= 0xffff`.
+#[inline(always)]
+pub(crate) unsafe fn write_classed(p: *mut u8, idx: usize, code: u8, off: usize) {
+    debug_assert!(off <= 0xffff && idx < 32);
+    let word = u32::from((idx as u8 & 31) | (code << 5)) << 8 | (off as u32) << 16;
+    // SAFETY: per the contract.
+    unsafe { (p.sub(4) as *mut u32).write_unaligned(u32::to_le(word)) };
+}
+
+/// The canary byte after a block at `p` of `n` bytes: secret-derived, never 0. Only called for
+/// blocks of groups or mappings with a meta record, which exist only once the secret does.
 #[inline]
 pub(crate) fn canary(p: usize, n: usize) -> u8 {
-    let h = crate::secret::secret() ^ (p as u64).rotate_left(17) ^ n as u64;
+    let h = crate::secret::known() ^ (p as u64).rotate_left(17) ^ n as u64;
     ((h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8) | 1
 }
 
@@ -138,14 +152,15 @@ pub(crate) unsafe fn encode_size(p: *mut u8, end: *mut u8, n: usize) -> u8 {
 /// Returns `None` when they show bytes past the block were written.
 ///
 /// # Safety
-/// `h` was read from `p` and validated against the block's meta; `[p - 4, end + 1)` is readable.
+/// `code` is the size code of the header in front of `p`, validated against the block's meta;
+/// `[p - 4, end + 1)` is readable.
 #[inline]
-pub(crate) unsafe fn nominal_size(p: *const u8, end: *const u8, h: &Header) -> Option<usize> {
+pub(crate) unsafe fn nominal_size(p: *const u8, end: *const u8, code: u8) -> Option<usize> {
     let room = end as usize - p as usize;
     // SAFETY: per the contract; `end - 4 >= p` whenever the code says the count is stored there.
     unsafe {
-        let reserved = match h.code {
-            0..=4 => usize::from(h.code),
+        let reserved = match code {
+            0..=4 => usize::from(code),
             CODE_U32 if room >= 4 => {
                 let r = (end.sub(4) as *const u32).read_unaligned() as usize;
                 if r < usize::from(CODE_U32) {
@@ -214,6 +229,8 @@ mod tests {
 
     #[test]
     fn size_round_trips_and_detects_overflow() {
+        // Canaries need the secret, which a record check would have created first.
+        crate::secret::secret();
         let mut buf = [0u64; 16];
         let base = buf.as_mut_ptr() as *mut u8;
         // SAFETY: all pointers stay inside the 128-byte buffer.
@@ -225,20 +242,21 @@ mod tests {
                 write(p, 2, 0, 0);
                 set_size(p, end, n);
                 let h = read(p);
-                assert_eq!(nominal_size(p, end, &h), Some(n), "n = {n}");
+                assert_eq!(nominal_size(p, end, h.code), Some(n), "n = {n}");
                 if n < 60 {
                     *p.add(n) ^= 0x5a; // one byte too many
-                    assert_eq!(nominal_size(p, end, &read(p)), None, "n = {n}");
+                    assert_eq!(nominal_size(p, end, read(p).code), None, "n = {n}");
                     *p.add(n) ^= 0x5a;
                 }
                 *end = 0x41; // overflow into the next slot's header
-                assert_eq!(nominal_size(p, end, &read(p)), None, "n = {n}");
+                assert_eq!(nominal_size(p, end, read(p).code), None, "n = {n}");
             }
         }
     }
 
     #[test]
     fn canary_is_never_zero() {
+        crate::secret::secret();
         for p in (0..100_000usize).step_by(16) {
             assert_ne!(canary(p, p / 3), 0);
         }

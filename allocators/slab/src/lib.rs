@@ -21,6 +21,8 @@ extern crate std;
 #[cfg(not(loom))]
 mod api;
 #[cfg(not(loom))]
+mod cache;
+#[cfg(not(loom))]
 mod class;
 #[cfg(not(loom))]
 mod config;
@@ -43,6 +45,8 @@ mod masks;
 mod meta;
 #[cfg(not(loom))]
 mod pending;
+#[cfg(not(loom))]
+mod recycle;
 #[cfg(not(loom))]
 mod secret;
 #[cfg(not(loom))]

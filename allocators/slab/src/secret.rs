@@ -25,6 +25,16 @@ pub fn secret() -> u64 {
     }
 }
 
+/// The secret on paths that only run once it exists: after a meta record was validated against it
+/// or taken from an area stamped with it (both call [`secret`], and the record reached this thread
+/// through a lock or the record check). One load, no initialisation branch.
+#[inline(always)]
+pub(crate) fn known() -> u64 {
+    let s = SECRET.load(Relaxed);
+    debug_assert!(s != 0, "the secret is read before it exists");
+    s
+}
+
 #[cold]
 fn init_secret() -> u64 {
     let mut value = 0;

@@ -13,7 +13,7 @@ use core::ptr;
 use crate::class::{self, UNIT};
 use crate::config;
 use crate::fault::{report, Fault};
-use crate::header::{self, Header, CODE_NESTED, CODE_START, CODE_U32, GROUP_HEADER, HEADER_AFTER};
+use crate::header::{self, CODE_NESTED, CODE_START, CODE_U32, GROUP_HEADER, HEADER_AFTER};
 use crate::meta::Meta;
 use crate::zero::{any_nonzero, first_nonzero, zero};
 
@@ -33,13 +33,13 @@ struct Geometry {
     end: *mut u8,
 }
 
-unsafe fn geometry(slot: &Slot) -> Geometry {
+/// The geometry of slot `idx` of the group at `meta` with slots of `stride` bytes.
+#[inline(always)]
+unsafe fn geometry(meta: *const Meta, idx: usize, stride: usize) -> Geometry {
     // SAFETY: the slot's meta is a live record; its group memory spans every slot.
     unsafe {
-        let meta = &*slot.meta;
-        let stride = class::stride(usize::from(meta.class));
-        let storage = meta.mem.add(GROUP_HEADER);
-        let start = storage.add(slot.idx * stride);
+        let storage = (*meta).mem.add(GROUP_HEADER);
+        let start = storage.add(idx * stride);
         Geometry {
             storage,
             start,
@@ -48,70 +48,87 @@ unsafe fn geometry(slot: &Slot) -> Geometry {
     }
 }
 
-/// Where the slot's previous block sat, in units from the slot start; `None` for a never-used slot.
-unsafe fn previous_offset(start: *const u8) -> Option<usize> {
-    // SAFETY: the 4 bytes before a slot start are its header area (in the group or the previous slot).
-    let raw = unsafe { (start.sub(4) as *const u32).read_unaligned() };
-    if raw == 0 {
-        return None;
+/// Where the slot's previous block sat, in units from the slot start, given the header word in
+/// front of the slot (`raw`, not 0: a used slot always leaves a record there). Only a slot-start
+/// record (code 7) names an offset; any other header is the previous block's own, at offset 0.
+#[inline(always)]
+fn previous_offset(raw: u32) -> usize {
+    let code = (u32::from_le(raw) >> 13) as u8 & 7;
+    if code == CODE_START {
+        // A slot-start record's offset is within its slot (at most 8191 units): never "big".
+        (u32::from_le(raw) >> 16) as usize
+    } else {
+        0
     }
-    // SAFETY: as above.
-    let h: Header = unsafe { header::read(start) };
-    Some(if h.code == CODE_START { h.off } else { 0 })
 }
 
 /// Checks that the slot's usable bytes `[start, end)` are all zero (any old block header inside them
 /// was cleared first), or reports a write after free at the first byte that is not.
-#[inline]
+#[inline(always)]
 unsafe fn check_zero(start: *const u8, end: *const u8) {
     // SAFETY: the caller owns [start, end).
     unsafe {
         if any_nonzero(start, end) {
-            let bad = first_nonzero(start, end);
-            report(
-                Fault::WriteAfterFree,
-                bad.map_or(start as usize, |p| p as usize),
-            );
+            report_dirty(start, end);
         }
     }
 }
 
-/// Frames a block of `n` bytes in `slot` and returns it.
+#[cold]
+#[inline(never)]
+unsafe fn report_dirty(start: *const u8, end: *const u8) -> ! {
+    // SAFETY: the caller owns [start, end).
+    let bad = unsafe { first_nonzero(start, end) };
+    report(
+        Fault::WriteAfterFree,
+        bad.map_or(start as usize, |p| p as usize),
+    )
+}
+
+/// Frames a block of `n` bytes in `slot`, of class `class`, and returns it.
 ///
 /// # Safety
-/// The slot was just taken (its bit left `avail`) and `n` is at most its class's capacity.
+/// The slot was just taken (its bit left `avail`) from a group of class `class`, and `n` is at most
+/// the class's capacity.
 #[inline(always)]
-pub(crate) unsafe fn enframe(slot: Slot, n: usize) -> *mut u8 {
+pub(crate) unsafe fn enframe(slot: Slot, class: usize, n: usize) -> *mut u8 {
     // SAFETY: per the contract the slot is ours; all writes stay inside [start - 4, end).
     unsafe {
-        let g = geometry(&slot);
-        let prev = previous_offset(g.start);
-        if let Some(o) = prev {
+        let stride = class::stride(class);
+        let g = geometry(slot.meta, slot.idx, stride);
+        let raw = (g.start.sub(4) as *const u32).read_unaligned();
+        // A never-used slot (no header in front of it) was never freed, so nothing can have been
+        // written after a free; it is zero already (fresh mapping, or a parent slot checked or
+        // cleared for its nested group). Skipping it also spares a fresh page a read fault before
+        // its write fault.
+        let prev = if raw == 0 {
+            usize::MAX
+        } else {
+            let mut o = previous_offset(raw);
             // The previous block's header inside the slot is not user data: clear it first, so
-            // that the check below covers every other byte in one pass.
+            // that the check below covers every other byte in one pass. A record naming a point
+            // outside the slot was not written by slab: clear nothing there, and let the scan
+            // report what it finds.
             if o > 0 {
-                (g.start.add(o * UNIT - 4) as *mut u32).write_unaligned(0);
+                if o * UNIT < stride - HEADER_AFTER {
+                    (g.start.add(o * UNIT - 4) as *mut u32).write_unaligned(0);
+                } else {
+                    o = 0;
+                }
             }
-            // A never-used slot was never freed, so nothing can have been written after a free; it
-            // is zero already (fresh mapping, or a parent slot checked or cleared for its nested
-            // group). Skipping it also spares a fresh page a read fault before its write fault.
             if config::check_write_after_free() {
                 check_zero(g.start, g.end);
             }
-        }
-        let off = header::cycle_offset(
-            g.start as usize,
-            g.end as usize,
-            n,
-            prev.unwrap_or(usize::MAX),
-            slot.fresh,
-        );
+            o
+        };
+        let off = header::cycle_offset(g.start as usize, g.end as usize, n, prev, slot.fresh);
         let p = g.start.add(off * UNIT);
+        // A classed group spans less than 1 MiB: offsets from its storage fit 16 bits.
         if off > 0 {
-            header::write(g.start, slot.idx, CODE_START, off);
+            header::write_classed(g.start, slot.idx, CODE_START, off);
         }
         let code = header::encode_size(p, g.end, n);
-        header::write(p, slot.idx, code, (p as usize - g.storage as usize) / UNIT);
+        header::write_classed(p, slot.idx, code, (p as usize - g.storage as usize) / UNIT);
         p
     }
 }
@@ -123,8 +140,11 @@ pub(crate) unsafe fn enframe(slot: Slot, n: usize) -> *mut u8 {
 pub(crate) unsafe fn enframe_nested(slot: Slot, span: usize) -> *mut u8 {
     // SAFETY: as for `enframe`.
     unsafe {
-        let g = geometry(&slot);
-        if let Some(o) = previous_offset(g.start).filter(|&o| o > 0) {
+        let stride = class::stride(usize::from((*slot.meta).class));
+        let g = geometry(slot.meta, slot.idx, stride);
+        let raw = (g.start.sub(4) as *const u32).read_unaligned();
+        let o = if raw == 0 { 0 } else { previous_offset(raw) };
+        if o > 0 && o * UNIT < stride - HEADER_AFTER {
             (g.start.add(o * UNIT - 4) as *mut u32).write_unaligned(0);
         }
         if config::check_write_after_free() {

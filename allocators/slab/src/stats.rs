@@ -6,7 +6,7 @@
 use crate::class::{self, CLASSES, UNIT};
 use crate::header::{self, CODE_NESTED, CODE_START, CODE_U32, GROUP_HEADER, HEADER_AFTER};
 use crate::meta::{self, Meta};
-use crate::{large, thread};
+use crate::{large, recycle, thread};
 
 /// One class's counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -26,13 +26,19 @@ pub struct SlabStats {
     pub requested: usize,
     /// Bytes of the slots those blocks occupy (slot strides; for large blocks, their mappings).
     pub in_slots: usize,
-    /// Bytes mapped for user memory: group mappings, large blocks and the tombstones of freed large
-    /// blocks (guard pages excluded).
+    /// Bytes mapped for user memory: group mappings, large blocks, cached freed large blocks and the
+    /// tombstones of freed large blocks (usable bytes: guard pages and reserved room excluded).
     pub mapped: usize,
     /// Bytes mapped for metadata: meta regions and heap records.
     pub metadata: usize,
+    /// Of `mapped`: mappings of released groups kept for the next new group (any class, any
+    /// heap); `trim` unmaps them.
+    pub recycled: usize,
     /// Large blocks in use.
     pub large_blocks: usize,
+    /// Freed large blocks kept for reuse (`slab.large_cache`), and their bytes (also in `mapped`).
+    pub large_cached: usize,
+    pub large_cached_bytes: usize,
     /// Per-class counts.
     pub classes: [ClassStats; CLASSES],
 }
@@ -44,7 +50,10 @@ impl Default for SlabStats {
             in_slots: 0,
             mapped: 0,
             metadata: 0,
+            recycled: 0,
             large_blocks: 0,
+            large_cached: 0,
+            large_cached_bytes: 0,
             classes: [ClassStats::default(); CLASSES],
         }
     }
@@ -73,7 +82,10 @@ pub fn stats() -> SlabStats {
             unsafe { count_group(&*m, batched, &mut s) };
         }
     });
-    s.mapped += large::tombstone_bytes();
+    s.recycled = recycle::bytes();
+    s.mapped += large::tombstone_bytes() + s.recycled;
+    (s.large_cached_bytes, s.large_cached) = large::cached();
+    s.mapped += s.large_cached_bytes;
     large::for_each(|m| {
         if let Some(mapping) = m.mapping {
             s.large_blocks += 1;

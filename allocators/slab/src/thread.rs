@@ -31,8 +31,33 @@ const PROBES: usize = 16;
 const EMPTY: usize = 0;
 const GONE: usize = 1;
 
-static TIDS: [AtomicUsize; TABLE] = [const { AtomicUsize::new(EMPTY) }; TABLE];
-static HEAPS: [AtomicPtr<Heap>; TABLE] = [const { AtomicPtr::new(ptr::null_mut()) }; TABLE];
+/// One thread's entry: everything the fast path of [`enter`] and [`Session`]'s drop touch sits in
+/// one 32-byte row, so a malloc or free reads a single cache line of the table.
+#[repr(C, align(32))]
+struct Row {
+    tid: AtomicUsize,
+    heap: AtomicPtr<Heap>,
+    /// The thread is inside slab right now.
+    busy: AtomicBool,
+    /// Some free was parked while the thread was inside slab.
+    parked_any: AtomicBool,
+}
+
+impl Row {
+    /// This row's index in [`ROWS`].
+    fn index(&'static self) -> usize {
+        (self as *const Row as usize - ROWS.as_ptr() as usize) / core::mem::size_of::<Row>()
+    }
+}
+
+static ROWS: [Row; TABLE] = [const {
+    Row {
+        tid: AtomicUsize::new(EMPTY),
+        heap: AtomicPtr::new(ptr::null_mut()),
+        busy: AtomicBool::new(false),
+        parked_any: AtomicBool::new(false),
+    }
+}; TABLE];
 
 /// The calling thread's identity (its pthread handle, never 0 or 1 for a live thread).
 ///
@@ -70,11 +95,7 @@ fn home(tid: usize) -> usize {
 
 /// Blocks a thread can park while it is inside slab (frees from signal handlers); more are leaked.
 const PARKED: usize = 8;
-/// No table entry (the table was crowded): re-entry cannot be detected for such a thread.
-const NO_SLOT: usize = usize::MAX;
 
-static BUSY: [AtomicBool; TABLE] = [const { AtomicBool::new(false) }; TABLE];
-static PARKED_ANY: [AtomicBool; TABLE] = [const { AtomicBool::new(false) }; TABLE];
 /// Parked work: `p | 1` for a block to free from scratch (not yet touched), or a meta record's address
 /// (8-aligned, so bit 0 is clear) whose slot `PARKED_IDX` has been cleared and only needs marking.
 static PARKED_BLOCKS: [[AtomicUsize; PARKED]; TABLE] =
@@ -85,7 +106,9 @@ static PARKED_IDX: [[AtomicU8; PARKED]; TABLE] =
 /// The calling thread's use of slab, from entry to exit of one public call. Dropping it marks the
 /// thread as outside slab again and completes any frees parked meanwhile.
 pub(crate) struct Session {
-    slot: usize,
+    /// The thread's table entry; none when the table was crowded (then re-entry cannot be detected
+    /// and the heap is shared).
+    row: Option<&'static Row>,
     pub(crate) heap: &'static Heap,
 }
 
@@ -104,23 +127,61 @@ pub(crate) enum Entry {
 /// Starts a public call on the calling thread.
 #[inline(always)]
 pub(crate) fn enter() -> Entry {
+    match enter_fast() {
+        Some(session) => Entry::Session(session),
+        None => enter_slow(me()),
+    }
+}
+
+/// The fast path of [`enter`]: a thread's entry is nearly always at its home index, so the common
+/// case is one hash, one compare and two loads of the same row. `None` sends the caller to
+/// [`enter_slow`] (a collision, a new thread, re-entry). A session from here always has its own
+/// row, so it owns its heap.
+#[inline(always)]
+pub(crate) fn enter_fast() -> Option<Session> {
     let me = me();
-    let h = home(me);
-    for i in 0..PROBES {
-        let j = (h + i) % TABLE;
-        let t = TIDS[j].load(Acquire);
-        if t == me {
-            let heap = HEAPS[j].load(Acquire);
-            if BUSY[j].load(Relaxed) || heap.is_null() {
-                // SAFETY: a heap published in the table is never freed.
-                return Entry::Reentrant(j, unsafe { heap.as_ref() });
-            }
-            BUSY[j].store(true, Relaxed);
+    let row = &ROWS[home(me)];
+    if row.tid.load(Acquire) == me {
+        let heap = row.heap.load(Acquire);
+        if !heap.is_null() && !row.busy.load(Relaxed) {
+            row.busy.store(true, Relaxed);
             // A signal handler runs on this thread: only the compiler may reorder, not the CPU.
             compiler_fence(SeqCst);
             // SAFETY: a heap published in the table is never freed.
             let heap = unsafe { &*heap };
-            return Entry::Session(Session { slot: j, heap });
+            return Some(Session {
+                row: Some(row),
+                heap,
+            });
+        }
+    }
+    None
+}
+
+/// [`enter`] when the home row is not this thread's free row: probe further, detect re-entry, or
+/// attach a heap to a new thread.
+#[cold]
+#[inline(never)]
+pub(crate) fn enter_slow(me: usize) -> Entry {
+    let h = home(me);
+    for i in 0..PROBES {
+        let j = (h + i) % TABLE;
+        let row = &ROWS[j];
+        let t = row.tid.load(Acquire);
+        if t == me {
+            let heap = row.heap.load(Acquire);
+            if row.busy.load(Relaxed) || heap.is_null() {
+                // SAFETY: a heap published in the table is never freed.
+                return Entry::Reentrant(j, unsafe { heap.as_ref() });
+            }
+            row.busy.store(true, Relaxed);
+            compiler_fence(SeqCst);
+            // SAFETY: a heap published in the table is never freed.
+            let heap = unsafe { &*heap };
+            return Entry::Session(Session {
+                row: Some(row),
+                heap,
+            });
         }
         if t == EMPTY {
             break;
@@ -134,20 +195,20 @@ impl Session {
     /// heap's owner-only batches.
     #[inline]
     pub(crate) fn owns_heap(&self) -> bool {
-        self.slot != NO_SLOT
+        self.row.is_some()
     }
 }
 
 impl Drop for Session {
     #[inline]
     fn drop(&mut self) {
-        if self.slot == NO_SLOT {
+        let Some(row) = self.row else {
             return;
-        }
+        };
         compiler_fence(SeqCst);
-        BUSY[self.slot].store(false, Relaxed);
-        if PARKED_ANY[self.slot].load(Relaxed) {
-            finish_parked(self.slot);
+        row.busy.store(false, Relaxed);
+        if row.parked_any.load(Relaxed) {
+            finish_parked(row.index());
         }
     }
 }
@@ -168,7 +229,7 @@ fn park(slot: usize, value: usize, idx: u8) {
         if spot.load(Relaxed) == 0 {
             spot_idx.store(idx, Relaxed);
             spot.store(value, Relaxed);
-            PARKED_ANY[slot].store(true, Relaxed);
+            ROWS[slot].parked_any.store(true, Relaxed);
             return;
         }
     }
@@ -176,7 +237,7 @@ fn park(slot: usize, value: usize, idx: u8) {
 
 #[cold]
 fn finish_parked(slot: usize) {
-    PARKED_ANY[slot].store(false, Relaxed);
+    ROWS[slot].parked_any.store(false, Relaxed);
     for (spot, spot_idx) in PARKED_BLOCKS[slot].iter().zip(&PARKED_IDX[slot]) {
         let value = spot.swap(0, Relaxed);
         if value & 1 == 1 {
@@ -195,29 +256,30 @@ fn attach(me: usize) -> Entry {
     let h = home(me);
     for i in 0..PROBES {
         let j = (h + i) % TABLE;
-        let t = TIDS[j].load(Relaxed);
-        if (t == EMPTY || t == GONE) && TIDS[j].compare_exchange(t, me, Relaxed, Relaxed).is_ok() {
+        let row = &ROWS[j];
+        let t = row.tid.load(Relaxed);
+        if (t == EMPTY || t == GONE) && row.tid.compare_exchange(t, me, Relaxed, Relaxed).is_ok() {
             // Until the heap is in place, a signal handler on this thread finds the entry with no
             // heap and treats itself as re-entrant.
-            BUSY[j].store(true, Relaxed);
-            TIDS[j].store(me, Release);
+            row.busy.store(true, Relaxed);
+            row.tid.store(me, Release);
             let Some(heap) = adopt() else {
-                BUSY[j].store(false, Relaxed);
-                TIDS[j].store(GONE, Release);
+                row.busy.store(false, Relaxed);
+                row.tid.store(GONE, Release);
                 return Entry::NoHeap;
             };
-            HEAPS[j].store(heap as *const Heap as *mut Heap, Release);
+            row.heap.store(heap as *const Heap as *mut Heap, Release);
             watch_exit(j);
-            return Entry::Session(Session { slot: j, heap });
+            return Entry::Session(Session {
+                row: Some(row),
+                heap,
+            });
         }
     }
     // The table is crowded around this thread's home: share one fallback heap rather than adopting
     // a heap on every call.
     match shared_fallback() {
-        Some(heap) => Entry::Session(Session {
-            slot: NO_SLOT,
-            heap,
-        }),
+        Some(heap) => Entry::Session(Session { row: None, heap }),
         None => Entry::NoHeap,
     }
 }
@@ -276,8 +338,8 @@ unsafe extern "C" fn on_thread_exit(tag: *mut libc::c_void) {
     if j >= TABLE {
         return;
     }
-    let heap = HEAPS[j].swap(ptr::null_mut(), AcqRel);
-    TIDS[j].store(GONE, Release);
+    let heap = ROWS[j].heap.swap(ptr::null_mut(), AcqRel);
+    ROWS[j].tid.store(GONE, Release);
     if !heap.is_null() {
         // SAFETY: the exiting thread still owns the heap, and a destructor does not run inside slab.
         unsafe { (*heap).return_batches() };
@@ -376,16 +438,16 @@ pub(crate) fn registry_lock() -> &'static twinheap_page::Lock {
 /// list so that new threads in the child reuse it. Called with every lock reset, single-threaded.
 pub(crate) fn after_fork_child() {
     let survivor = me();
-    for j in 0..TABLE {
-        let t = TIDS[j].load(Relaxed);
+    for (j, row) in ROWS.iter().enumerate() {
+        let t = row.tid.load(Relaxed);
         if t != EMPTY && t != GONE && t != survivor {
-            TIDS[j].store(GONE, Relaxed);
-            BUSY[j].store(false, Relaxed);
-            PARKED_ANY[j].store(false, Relaxed);
+            row.tid.store(GONE, Relaxed);
+            row.busy.store(false, Relaxed);
+            row.parked_any.store(false, Relaxed);
             for spot in &PARKED_BLOCKS[j] {
                 spot.store(0, Relaxed);
             }
-            let heap = HEAPS[j].load(Relaxed);
+            let heap = row.heap.load(Relaxed);
             if !heap.is_null() {
                 release(heap);
             }

@@ -9,7 +9,7 @@
 
 use crate::class::{self, CLASSES, UNIT};
 use crate::fault::{check, report, Fault};
-use crate::header::{self, Header, CODE_NESTED, CODE_START, FLAG_BIG, FLAG_FREED, GROUP_HEADER};
+use crate::header::{self, CODE_NESTED, CODE_START, FLAG_BIG, FLAG_FREED, GROUP_HEADER};
 use crate::meta::{self, Meta, LARGE};
 
 /// A validated block.
@@ -25,7 +25,8 @@ pub(crate) struct Block {
     /// The block and its requested size.
     pub p: *mut u8,
     pub n: usize,
-    pub header: Header,
+    /// The header's size code.
+    pub code: u8,
 }
 
 /// What the caller is about to do with the block.
@@ -47,23 +48,23 @@ pub(crate) unsafe fn block(p: *mut u8, purpose: Purpose) -> Block {
     let a = p as usize;
     check(a % UNIT == 0 && a != 0, Fault::InvalidFree, a);
     // SAFETY: per the contract.
-    let h = unsafe { header::read(p) };
-    let code_ok = match purpose {
-        Purpose::User => h.code != CODE_START && h.code != CODE_NESTED,
-        Purpose::Nested => h.code == CODE_NESTED,
+    let word = unsafe { u32::from_le((p.sub(4) as *const u32).read_unaligned()) };
+    let idx8 = (word >> 8) as u8 & 31;
+    let code = (word >> 13) as u8 & 7;
+    // A live block slab made in a group has no flags: check that case inline, everything else
+    // (freed, big offset, garbage) out of line.
+    let off = if word as u8 == 0 {
+        let code_ok = match purpose {
+            Purpose::User => code < CODE_NESTED,
+            Purpose::Nested => code == CODE_NESTED,
+        };
+        check(code_ok, Fault::InvalidFree, a);
+        (word >> 16) as usize
+    } else {
+        // SAFETY: per the contract.
+        unsafe { flagged(p, purpose) }
     };
-    check(
-        h.flags & !(FLAG_BIG | FLAG_FREED) == 0 && h.off != usize::MAX && code_ok,
-        Fault::InvalidFree,
-        a,
-    );
-    // A header marked freed means this pointer was freed already. Report it before looking at the
-    // metadata, which a large block's tombstone no longer has.
-    if h.flags & FLAG_FREED != 0 {
-        report(Fault::DoubleFree, a);
-    }
-    let Some(base) = h
-        .off
+    let Some(base) = off
         .checked_mul(UNIT)
         .and_then(|d| a.checked_sub(d + GROUP_HEADER))
     else {
@@ -81,19 +82,14 @@ pub(crate) unsafe fn block(p: *mut u8, purpose: Purpose) -> Block {
     // SAFETY: `m` is a record inside a live meta area (regions are never unmapped).
     let meta = unsafe { &*m };
     check(meta.mem as usize == base, Fault::InvalidFree, a);
-    check(
-        usize::from(meta.class) < CLASSES || meta.class == LARGE,
-        Fault::CorruptedMetadata,
-        a,
-    );
-    check(
-        usize::from(h.idx) <= usize::from(meta.last_idx),
-        Fault::InvalidFree,
-        a,
-    );
+    let class = meta.class;
+    if usize::from(class) >= CLASSES && class != LARGE {
+        report(Fault::CorruptedMetadata, a);
+    }
+    check(idx8 <= meta.last_idx, Fault::InvalidFree, a);
     let storage = (base + GROUP_HEADER) as *mut u8;
-    let idx = usize::from(h.idx);
-    let (start, end) = if meta.class == LARGE {
+    let idx = usize::from(idx8);
+    let (start, end) = if class == LARGE {
         let Some(mapping) = meta.mapping else {
             report(Fault::CorruptedMetadata, a)
         };
@@ -107,7 +103,7 @@ pub(crate) unsafe fn block(p: *mut u8, purpose: Purpose) -> Block {
             (base + mapping.len() - header::HEADER_AFTER) as *mut u8,
         )
     } else {
-        let stride = class::stride(usize::from(meta.class));
+        let stride = class::stride(usize::from(class));
         let start = storage as usize + idx * stride;
         (
             start as *mut u8,
@@ -127,7 +123,7 @@ pub(crate) unsafe fn block(p: *mut u8, purpose: Purpose) -> Block {
         Purpose::Nested => 0,
         // SAFETY: the header was validated against the meta record; [p - 4, end] is inside the slot
         // (or the large mapping) and readable.
-        Purpose::User => match unsafe { header::nominal_size(p, end, &h) } {
+        Purpose::User => match unsafe { header::nominal_size(p, end, code) } {
             Some(n) => n,
             None => report(Fault::HeapOverflow, a),
         },
@@ -140,6 +136,35 @@ pub(crate) unsafe fn block(p: *mut u8, purpose: Purpose) -> Block {
         end,
         p,
         n,
-        header: h,
+        code,
     }
+}
+
+/// The header checks of [`block`] for a header with flags set: a freed block (double free), a
+/// block placed more than 1 MiB into its group (big offset), or not a header at all. Returns the
+/// block's offset from its group's storage, in units.
+///
+/// # Safety
+/// As for [`block`].
+#[cold]
+#[inline(never)]
+unsafe fn flagged(p: *mut u8, purpose: Purpose) -> usize {
+    let a = p as usize;
+    // SAFETY: per the contract.
+    let h = unsafe { header::read(p) };
+    let code_ok = match purpose {
+        Purpose::User => h.code != CODE_START && h.code != CODE_NESTED,
+        Purpose::Nested => h.code == CODE_NESTED,
+    };
+    check(
+        h.flags & !(FLAG_BIG | FLAG_FREED) == 0 && h.off != usize::MAX && code_ok,
+        Fault::InvalidFree,
+        a,
+    );
+    // A header marked freed means this pointer was freed already. Report it before looking at the
+    // metadata, which a large block's tombstone no longer has.
+    if h.flags & FLAG_FREED != 0 {
+        report(Fault::DoubleFree, a);
+    }
+    h.off
 }

@@ -32,6 +32,7 @@ pub fn slab_config(t: &Tunables) -> slab::Config {
         } else {
             Release::DontNeed
         },
+        large_cache: usize::try_from(t.get(Id::SlabLargeCache)).unwrap_or(usize::MAX),
     }
 }
 

@@ -29,6 +29,7 @@ pub enum Id {
     PageRelease,
     SlabZeroOnFree,
     SlabCheckWriteAfterFree,
+    SlabLargeCache,
     ArenaTopPad,
     ArenaPerturb,
     ArenaMmapThreshold,
@@ -45,7 +46,7 @@ pub enum Id {
 
 impl Id {
     /// Number of tunables; the length of [`TABLE`].
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 16;
 
     /// This tunable's table entry.
     pub fn spec(self) -> &'static Spec {
@@ -203,6 +204,16 @@ const TABLE_DATA: [Spec; Id::COUNT] = [
         meaning: "When a slot is handed out again, check that its freed (zeroed) contents were not written \
                   in the meantime, which catches writes after free. Needs `slab.zero_on_free=1`.",
         ..entry(Id::SlabCheckWriteAfterFree, "slab.check_write_after_free", Kind::Bool, "slab")
+    },
+    Spec {
+        max: 1 << 40,
+        default: 32 << 20,
+        meaning: "Bytes of freed large blocks (above 131052 bytes) kept for reuse, so that big buffers \
+                  allocated and freed repeatedly cost no new mapping and no page faults. A cached block is \
+                  zeroed (with `slab.zero_on_free`) or made inaccessible, and any write to it faults. At \
+                  most 32 blocks; a block larger than this is never kept; 0 turns the cache off; trim \
+                  empties it.",
+        ..entry(Id::SlabLargeCache, "slab.large_cache", Kind::Size, "slab")
     },
     Spec {
         default: 131072,
