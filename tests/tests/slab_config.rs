@@ -47,6 +47,25 @@ fn child_print_slab_config() {
     drop(v);
 }
 
+/// Not a test by itself: reports whether the fork handlers were registered by the time the first
+/// slab call (the harness's) returned, in a fresh process.
+#[test]
+fn child_fork_handlers() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return;
+    }
+    let v = vec![1u8; 100];
+    println!("\nCHILD fork_handlers={}", slab::fork_handlers_registered());
+    drop(v);
+}
+
+#[test]
+fn fork_handlers_are_registered_once_the_first_call_returns() {
+    let out = run_child("child_fork_handlers", None);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(child_lines(&out), ["fork_handlers=true"]);
+}
+
 /// Not a test by itself: frees a block, writes into it, and allocates the same size until the slot
 /// comes back. With the check on, slab aborts at that malloc; with it off, the child reports reuse.
 #[test]

@@ -5,20 +5,44 @@
 //! either while holding its own; the two never nest). The child runs on one thread, the one that
 //! forked: the heaps of the others go back to the free list.
 //!
-//! The handlers are registered once, after the first heap exists and outside every lock, because
-//! pthread_atfork itself may allocate.
+//! The handlers are registered once, when the thread that created the first heap leaves slab, not
+//! inside that call: pthread_atfork may allocate (musl's always does, glibc's once its table is
+//! full), and while slab is the process's malloc such a nested call would be a re-entry, which may
+//! not wait for locks and would fail, leaving fork unprotected.
 
-use core::sync::atomic::{AtomicBool, Ordering::AcqRel};
+use core::sync::atomic::{
+    AtomicBool,
+    Ordering::{AcqRel, Relaxed},
+};
 
 use crate::{large, meta, recycle, thread};
 
+static WANTED: AtomicBool = AtomicBool::new(false);
 static REGISTERED: AtomicBool = AtomicBool::new(false);
 
-pub(crate) fn register() {
-    if !REGISTERED.swap(true, AcqRel) {
+/// Asks for the handlers to be registered when the calling thread leaves slab.
+pub(crate) fn want() {
+    WANTED.store(true, Relaxed);
+}
+
+pub(crate) fn wanted() -> bool {
+    WANTED.load(Relaxed)
+}
+
+/// Registers the handlers if a heap exists and they are not yet registered. Called only outside
+/// every slab call of the calling thread.
+#[inline]
+pub(crate) fn register_if_wanted() {
+    if WANTED.load(Relaxed) && !REGISTERED.swap(true, AcqRel) {
         // SAFETY: the handlers are plain extern "C" functions that live for the whole process.
         unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
     }
+}
+
+/// True once the handlers are registered (for tests).
+#[doc(hidden)]
+pub fn registered() -> bool {
+    REGISTERED.load(Relaxed)
 }
 
 unsafe extern "C" fn prepare() {

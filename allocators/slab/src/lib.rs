@@ -69,4 +69,7 @@ pub use config::{current as config, init, Config};
 #[cfg(not(loom))]
 pub use fault::Fault;
 #[cfg(not(loom))]
+#[doc(hidden)]
+pub use fork::registered as fork_handlers_registered;
+#[cfg(not(loom))]
 pub use stats::{stats, ClassStats, SlabStats};

@@ -39,8 +39,9 @@ struct Row {
     heap: AtomicPtr<Heap>,
     /// The thread is inside slab right now.
     busy: AtomicBool,
-    /// Some free was parked while the thread was inside slab.
-    parked_any: AtomicBool,
+    /// Work waits for the thread to leave slab: a free parked while it was inside, or the
+    /// registration of the fork handlers (see `fork.rs`).
+    deferred: AtomicBool,
 }
 
 impl Row {
@@ -55,7 +56,7 @@ static ROWS: [Row; TABLE] = [const {
         tid: AtomicUsize::new(EMPTY),
         heap: AtomicPtr::new(ptr::null_mut()),
         busy: AtomicBool::new(false),
-        parked_any: AtomicBool::new(false),
+        deferred: AtomicBool::new(false),
     }
 }; TABLE];
 
@@ -203,12 +204,13 @@ impl Drop for Session {
     #[inline]
     fn drop(&mut self) {
         let Some(row) = self.row else {
+            crate::fork::register_if_wanted();
             return;
         };
         compiler_fence(SeqCst);
         row.busy.store(false, Relaxed);
-        if row.parked_any.load(Relaxed) {
-            finish_parked(row.index());
+        if row.deferred.load(Relaxed) {
+            finish_deferred(row.index());
         }
     }
 }
@@ -229,15 +231,18 @@ fn park(slot: usize, value: usize, idx: u8) {
         if spot.load(Relaxed) == 0 {
             spot_idx.store(idx, Relaxed);
             spot.store(value, Relaxed);
-            ROWS[slot].parked_any.store(true, Relaxed);
+            ROWS[slot].deferred.store(true, Relaxed);
             return;
         }
     }
 }
 
+/// Runs what waited for the thread to leave slab: now a nested malloc (from pthread_atfork, or from a
+/// parked free) is an ordinary call, not a re-entry.
 #[cold]
-fn finish_parked(slot: usize) {
-    ROWS[slot].parked_any.store(false, Relaxed);
+fn finish_deferred(slot: usize) {
+    ROWS[slot].deferred.store(false, Relaxed);
+    crate::fork::register_if_wanted();
     for (spot, spot_idx) in PARKED_BLOCKS[slot].iter().zip(&PARKED_IDX[slot]) {
         let value = spot.swap(0, Relaxed);
         if value & 1 == 1 {
@@ -269,6 +274,9 @@ fn attach(me: usize) -> Entry {
                 return Entry::NoHeap;
             };
             row.heap.store(heap as *const Heap as *mut Heap, Release);
+            if crate::fork::wanted() {
+                row.deferred.store(true, Relaxed);
+            }
             watch_exit(j);
             return Entry::Session(Session {
                 row: Some(row),
@@ -394,7 +402,7 @@ fn adopt() -> Option<&'static Heap> {
     let first = reg.created == 1;
     drop(reg);
     if first {
-        crate::fork::register();
+        crate::fork::want();
     }
     // SAFETY: just initialised; heaps are never freed.
     Some(unsafe { &*heap })
@@ -443,7 +451,7 @@ pub(crate) fn after_fork_child() {
         if t != EMPTY && t != GONE && t != survivor {
             row.tid.store(GONE, Relaxed);
             row.busy.store(false, Relaxed);
-            row.parked_any.store(false, Relaxed);
+            row.deferred.store(false, Relaxed);
             for spot in &PARKED_BLOCKS[j] {
                 spot.store(0, Relaxed);
             }
