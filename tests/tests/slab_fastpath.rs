@@ -370,3 +370,172 @@ fn reused_slots_of_every_size_come_back_zeroed_and_framed() {
         }
     }
 }
+
+/// Forges the group header of a fresh 100-byte block to hold `target(meta)`, where `meta` is the
+/// block's real meta pointer, then frees the block. Slot 0 of `s` gets the block's address.
+fn free_with_forged_meta_pointer(s: &SharedSlots, target: impl Fn(usize) -> usize) -> i32 {
+    let p = slab::malloc(100);
+    if p.is_null() {
+        return 98;
+    }
+    s.set(0, p as i64);
+    // SAFETY: the header layout is documented in header.rs: bytes 2-3 at p - 4 are the distance
+    // in 16-byte units from the group's storage, which starts 16 bytes after the group header (the
+    // meta pointer). Then the forged free under test.
+    unsafe {
+        if *p.sub(4) & 1 != 0 {
+            return 98; // a big offset: not expected for a 100-byte block
+        }
+        let off = usize::from(u16::from_le_bytes([*p.sub(2), *p.sub(1)]));
+        let group = p.sub(off * 16 + 16) as *mut usize;
+        group.write(target(group.read()));
+        slab::free(p);
+    }
+    99
+}
+
+#[test]
+fn meta_pointers_off_a_record_boundary_are_invalid_frees() {
+    let _serial = serial();
+    // The record check tests the boundary without a division (meta.rs `record_index`): every
+    // address near a real record, the area's check word, the area header's spare word and the tail
+    // of the area after its last record must all be refused as "not a record". The next record
+    // is on a boundary (or past the last one), and its `mem` does not point back: refused too.
+    type Case = (&'static str, fn(usize) -> usize);
+    let cases: [Case; 11] = [
+        ("record + 1", |m| m + 1),
+        ("record + 8", |m| m + 8),
+        ("record + 16", |m| m + 16),
+        ("record + 44", |m| m + 44),
+        ("record + 80", |m| m + 80),
+        ("record - 8", |m| m - 8),
+        ("next record", |m| m + 88),
+        ("check word", |m| m & !4095),
+        ("area header", |m| (m & !4095) + 8),
+        ("after the last record", |m| (m & !4095) + 16 + 46 * 88),
+        ("area end", |m| (m & !4095) + 4080),
+    ];
+    for (what, target) in cases {
+        let slots = SharedSlots::new(1);
+        let (outcome, stderr) =
+            run_in_child_capturing_stderr(|| free_with_forged_meta_pointer(&slots, target));
+        assert_eq!(
+            outcome,
+            ChildOutcome::Signaled(libc::SIGABRT),
+            "{what}: {:?}",
+            String::from_utf8_lossy(&stderr)
+        );
+        assert_eq!(
+            parse_fault_line(&stderr, "slab"),
+            Some(("invalid free".to_string(), slots.get(0) as usize)),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn batches_from_two_groups_hand_out_each_slot_once_and_are_not_counted() {
+    let _serial = serial();
+    // Classes of large slots have small groups, so a refill often takes slots from two groups, the
+    // second group's as the next batch (heap.rs `Batch`). Those slots are in use for the masks but
+    // not handed out: statistics must not count them, no slot may be handed out twice, contents
+    // must survive, and thread exit must give them back.
+    let base = slab::stats();
+    std::thread::spawn(move || {
+        for n in [700usize, 1000, 1500, 2500, 5000] {
+            let start = slab::stats();
+            let first = slab::malloc(n);
+            assert!(!first.is_null());
+            let after = slab::stats();
+            let class = (0..48)
+                .find(|&c| after.classes[c].blocks != start.classes[c].blocks)
+                .expect("the block's class");
+            // SAFETY: live, freed once.
+            unsafe { slab::free(first) };
+            let start = start.classes[class].blocks;
+            let mut live: Vec<(*mut u8, u64)> = Vec::new();
+            for round in 0..3u64 {
+                for k in 0..40 {
+                    let p = slab::malloc(n);
+                    assert!(!p.is_null());
+                    assert!(
+                        !live.iter().any(|&(q, _)| q == p),
+                        "size {n}: a live block handed out again"
+                    );
+                    let seed = round * 100 + k;
+                    // SAFETY: a live block of `n` bytes.
+                    unsafe { fill_pattern(p, n, seed) };
+                    live.push((p, seed));
+                    let s = slab::stats();
+                    assert_eq!(
+                        s.classes[class].blocks - start,
+                        live.len(),
+                        "size {n}: blocks in use with {} live",
+                        live.len()
+                    );
+                }
+                // Free every other block, oldest first, so the next round reuses some slots.
+                let mut kept = Vec::new();
+                for (i, (p, seed)) in live.drain(..).enumerate() {
+                    // SAFETY: live blocks of `n` bytes.
+                    assert_eq!(unsafe { check_pattern(p, n, seed) }, None, "size {n}");
+                    if i % 2 == 0 {
+                        // SAFETY: live, freed once.
+                        unsafe { slab::free(p) };
+                    } else {
+                        kept.push((p, seed));
+                    }
+                }
+                live = kept;
+            }
+            for (p, _) in live {
+                // SAFETY: live, freed once.
+                unsafe { slab::free(p) };
+            }
+        }
+    })
+    .join()
+    .unwrap();
+    let end = slab::stats();
+    assert_eq!(end.requested, base.requested);
+    for c in 0..48 {
+        assert_eq!(end.classes[c].blocks, base.classes[c].blocks, "class {c}");
+    }
+}
+
+#[test]
+fn a_thread_that_exits_gives_its_next_batches_back() {
+    let _serial = serial();
+    // A thread that exits between two refills may hold a next batch (slots of a second group set
+    // aside by its last refill). Exits after every count of 1 to 80 blocks of small-group classes
+    // cover both cases; after each, every slot must be free again.
+    let base = slab::stats();
+    for count in 1..=80usize {
+        std::thread::spawn(move || {
+            let blocks: Vec<usize> = (0..count)
+                .map(|i| slab::malloc([700, 1000, 1500][i % 3]) as usize)
+                .collect();
+            for (i, &p) in blocks.iter().enumerate() {
+                assert_ne!(p, 0);
+                if i % 4 != 0 {
+                    // SAFETY: each freed once.
+                    unsafe { slab::free(p as *mut u8) };
+                }
+            }
+            for &p in blocks.iter().step_by(4) {
+                // SAFETY: the rest, each freed once.
+                unsafe { slab::free(p as *mut u8) };
+            }
+        })
+        .join()
+        .unwrap();
+        let s = slab::stats();
+        assert_eq!(s.requested, base.requested, "after {count} blocks");
+        for c in 0..48 {
+            assert_eq!(
+                s.classes[c].blocks, base.classes[c].blocks,
+                "class {c} after {count} blocks"
+            );
+        }
+    }
+}

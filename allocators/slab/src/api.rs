@@ -151,24 +151,35 @@ fn malloc_in(ctx: &Ctx, n: usize) -> *mut u8 {
     }
 }
 
-/// Refills the owner's batch of `class`: one lock acquisition marks the pending frees and takes the
-/// slots. The flush comes first, so the slots it frees count for this refill's rotation and
-/// activation. A new group's mapping (and record) is made with the lock dropped, then the refill
-/// runs again.
+/// Refills the owner's batch of `class`: from the next batch a previous refill set aside, without
+/// the lock; otherwise one lock acquisition marks the pending frees and takes the slots (from up
+/// to two groups, see `State::take_batch`). The flush comes first, so the slots it frees count for
+/// this refill's rotation and activation. A new group's mapping (and record) is made with the lock
+/// dropped, then the refill runs again.
 #[inline(never)]
 fn refill(heap: &'static Heap, class: usize) -> Option<(*mut crate::meta::Meta, u32, u32)> {
+    // The last locked refill may have set the next batch aside already (see `heap::Batch`); the
+    // pending frees then wait for the next locked refill, or for a full buffer.
+    if let Some(next) = heap.batches[class].take_next() {
+        return Some(next);
+    }
     let mut spare = None;
     // Each round maps at most one group; a nested chain ends in one mapped group, so two rounds are
     // the usual worst case. The bound only guards against a heap that keeps changing underneath.
     for _ in 0..8 {
         let mut guard = heap.lock();
-        guard.spare = spare.take();
+        // The state holds a spare only while this refill offers one (nearly never): moving the
+        // empty option in and out on every refill would cost more than the test.
+        let offered = spare.is_some();
+        if offered {
+            guard.spare = spare.take();
+        }
         // SAFETY: the guard is for `heap`, owned by this thread, which is not re-entered.
         let released = unsafe { guard.flush(heap) };
         // SAFETY: as above.
         let taken = unsafe { guard.take_batch(heap, class) };
         let wanted = guard.wanted.take();
-        let unused = guard.spare.take();
+        let unused = if offered { guard.spare.take() } else { None };
         drop(guard);
         released.release();
         if let Some(unused) = unused {

@@ -116,6 +116,11 @@ const MAX_REGIONS: usize = 48;
 static REGION_START: [AtomicUsize; MAX_REGIONS] = [const { AtomicUsize::new(0) }; MAX_REGIONS];
 static REGION_END: [AtomicUsize; MAX_REGIONS] = [const { AtomicUsize::new(0) }; MAX_REGIONS];
 static REGIONS: AtomicUsize = AtomicUsize::new(0);
+/// The newest region in one word, so that [`check_record`] tests membership with one load and no
+/// torn pair of bounds: its start, which is aligned to its length (a power of two), with log2 of the
+/// length in the low bits. An address lies in it exactly when `(addr ^ NEWEST) >> (NEWEST & 63)` is
+/// zero. 0 (no region yet) matches no address but 0, which is never on a record boundary.
+static NEWEST: AtomicUsize = AtomicUsize::new(0);
 /// Bytes of meta regions mapped, for statistics.
 static META_BYTES: AtomicUsize = AtomicUsize::new(0);
 /// Bytes of meta areas given back to the OS (still mapped, not backed), for statistics.
@@ -192,12 +197,27 @@ fn new_region(pool: &mut Pool) -> Option<usize> {
     if index == MAX_REGIONS {
         return None;
     }
+    // The secret exists before any area can be found in a region: `check_record` compares check
+    // words with it without an initialisation branch.
+    secret();
     let len = pool.next_region;
-    let region: Mapping = map(len, &MapOptions::new().align(AREA).guards(true, true)).ok()?;
+    // Aligned to its own length, so that membership of the newest region is one shift (`NEWEST`).
+    let region: Mapping = map(len, &MapOptions::new().align(len).guards(true, true)).ok()?;
     let start = region.ptr().as_ptr() as usize;
     REGION_START[index].store(start, Release);
     REGION_END[index].store(start + region.len(), Release);
     REGIONS.store(index + 1, Release);
+    // A region that is not aligned to its length (never expected) is left to the slow path.
+    let aligned = len.is_power_of_two() && start & (len - 1) == 0 && region.len() >= len;
+    debug_assert!(aligned);
+    NEWEST.store(
+        if aligned {
+            start | len.trailing_zeros() as usize
+        } else {
+            0
+        },
+        Release,
+    );
     META_BYTES.fetch_add(region.len(), Release);
     pool.region_end = start + region.len();
     pool.fresh = start + AREA;
@@ -360,18 +380,40 @@ pub(crate) enum Record {
 }
 
 /// Classifies `addr` without dereferencing anything outside the meta regions.
+///
+/// Every free runs this, so the common case is short: the record-boundary test is one multiply,
+/// one rotate and one compare (see [`record_index`]), membership of the newest region one xor and
+/// one shift (see [`NEWEST`]), then the area's check word. Older regions, and the answers other
+/// than [`Record::Valid`], are found out of line.
 #[inline]
 pub(crate) fn check_record(addr: usize) -> Record {
-    let area = addr & !(AREA - 1);
-    let offset = addr - area;
-    if offset < AREA_HEADER
-        || (offset - AREA_HEADER) % size_of::<Meta>() != 0
-        || offset - AREA_HEADER >= PER_AREA * size_of::<Meta>()
-    {
+    if record_index(addr) >= PER_AREA as u32 {
         return Record::NotMeta;
     }
+    let newest = NEWEST.load(Acquire);
+    if (addr ^ newest) >> (newest & 63) != 0 {
+        return check_older(addr);
+    }
+    let area = addr & !(AREA - 1);
+    // SAFETY: the area lies inside the newest meta region, which is live (regions are never
+    // unmapped; a released area reads zero).
+    let word = unsafe { (area as *const u64).read() };
+    // The region exists, so the secret does (`new_region` makes it before publishing).
+    if word == crate::secret::known() {
+        Record::Valid
+    } else {
+        check_older(addr)
+    }
+}
+
+/// [`check_record`] for what the newest region does not answer: the record lies in an older
+/// region, in none, or its area's check word is not the secret.
+#[cold]
+#[inline(never)]
+fn check_older(addr: usize) -> Record {
+    let area = addr & !(AREA - 1);
     let regions = REGIONS.load(Acquire);
-    // Newest first: regions double in size, so the newest holds most records.
+    // Newest first: regions double in size, so the newest hold most records.
     for i in (0..regions).rev() {
         let start = REGION_START[i].load(Acquire);
         if area >= start && area < REGION_END[i].load(Acquire) {
@@ -390,6 +432,41 @@ pub(crate) fn check_record(addr: usize) -> Record {
     Record::NotMeta
 }
 
+/// Bytes per record, split into a power of two and an odd factor (88 = 8 · 11).
+const RECORD: usize = size_of::<Meta>();
+const RECORD_SHIFT: u32 = RECORD.trailing_zeros();
+const RECORD_ODD: u32 = (RECORD >> RECORD_SHIFT) as u32;
+
+/// The inverse of an odd `d` modulo 2^32, by Newton's iteration (each step doubles the number of
+/// correct low bits; an odd `d` is its own inverse modulo 8).
+const fn inverse(d: u32) -> u32 {
+    let mut x = d;
+    let mut i = 0;
+    while i < 4 {
+        x = x.wrapping_mul(2u32.wrapping_sub(d.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+}
+const RECORD_INVERSE: u32 = inverse(RECORD_ODD);
+static_assertions::const_assert!(RECORD_ODD.wrapping_mul(RECORD_INVERSE) == 1);
+static_assertions::const_assert!(RECORD_ODD % 2 == 1);
+
+/// The index of the record `addr` names within its area, or a number of at least [`PER_AREA`] when
+/// `addr` is not on a record boundary.
+///
+/// For `n = q · RECORD` (the offset past the area header), `n · RECORD_ODD⁻¹` is `q · 2^shift`
+/// modulo 2^32, which the rotation turns back into `q`. The map `n ↦ rotr(n · inverse, shift)` is a
+/// bijection of u32, so the values below `PER_AREA` are reached only from those exact offsets:
+/// every other offset, including those inside the area header (which wrap around below zero),
+/// lands at or above it. This replaces a remainder, a range test and an underflow test with one
+/// multiply, one rotate and one compare, and no division.
+#[inline(always)]
+fn record_index(addr: usize) -> u32 {
+    let n = ((addr & (AREA - 1)) as u32).wrapping_sub(AREA_HEADER as u32);
+    n.wrapping_mul(RECORD_INVERSE).rotate_right(RECORD_SHIFT)
+}
+
 /// Bytes mapped for meta regions, less the areas given back to the OS.
 pub(crate) fn mapped_bytes() -> usize {
     META_BYTES.load(Acquire) - RELEASED_BYTES.load(Acquire)
@@ -398,4 +475,45 @@ pub(crate) fn mapped_bytes() -> usize {
 /// Takes the pool lock for fork; see `fork.rs`.
 pub(crate) fn fork_lock() -> &'static twinheap_page::Lock {
     POOL.raw()
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// The record-boundary test without a division gives exactly the answers of the plain one, for
+    /// every offset in an area, and at every area of a 1 MiB stretch (the area bits are ignored).
+    #[test]
+    fn record_index_matches_division() {
+        for addr in 0..(1usize << 20) {
+            let offset = addr % AREA;
+            let plain = offset >= AREA_HEADER
+                && (offset - AREA_HEADER) % RECORD == 0
+                && (offset - AREA_HEADER) / RECORD < PER_AREA;
+            let fast = record_index(addr) < PER_AREA as u32;
+            assert_eq!(plain, fast, "addr {addr:#x}");
+            if plain {
+                assert_eq!(record_index(addr) as usize, (offset - AREA_HEADER) / RECORD);
+            }
+        }
+    }
+
+    /// Records from the pool pass the check; addresses around them, and outside every region, do not.
+    #[test]
+    fn records_pass_and_their_neighbours_do_not() {
+        let m = alloc(false).expect("a meta record") as usize;
+        assert_eq!(check_record(m), Record::Valid);
+        for delta in [1usize, 8, 16, 44, 87] {
+            assert_eq!(check_record(m + delta), Record::NotMeta, "m + {delta}");
+            assert_eq!(check_record(m - delta), Record::NotMeta, "m - {delta}");
+        }
+        let area = m & !(AREA - 1);
+        assert_eq!(check_record(area), Record::NotMeta);
+        assert_eq!(check_record(area + AREA_HEADER), Record::Valid);
+        let outside = &m as *const usize as usize & !(AREA - 1);
+        assert_eq!(check_record(outside + AREA_HEADER), Record::NotMeta);
+        assert_eq!(check_record(AREA_HEADER), Record::NotMeta);
+        // SAFETY: the record was never published.
+        unsafe { free(m as *mut Meta) };
+    }
 }
