@@ -191,14 +191,21 @@ impl Mapping {
                 target.ptr.as_ptr().cast::<libc::c_void>(),
             )
         };
-        // SAFETY: on success the old usable range is gone and only our old guards and room remain;
-        // otherwise (the range spans several kernel mappings) we copy. Either way the old extent is
-        // ours alone and is given back whole (munmap skips the hole the move left).
+        // SAFETY: on success the old usable range is gone and only our old guard before and our
+        // room after it remain: those go back, and nothing else. The hole the move left is no longer
+        // ours: another thread's mmap may already have been placed there, so one munmap over the
+        // whole old extent would unmap that thread's memory. On failure (the range spans several
+        // kernel mappings) we copy and the whole old extent, still ours, goes back.
         unsafe {
             if moved == libc::MAP_FAILED {
                 ptr::copy_nonoverlapping(self.ptr.as_ptr(), target.ptr.as_ptr(), self.len);
+                raw::munmap_quiet(old_start, old_extent);
+            } else {
+                let data = self.ptr.as_ptr() as usize;
+                let old_end = old_start + old_extent;
+                raw::munmap_quiet(old_start, data - old_start);
+                raw::munmap_quiet(data + self.len, old_end - (data + self.len));
             }
-            raw::munmap_quiet(old_start, old_extent);
         }
         stats::remove_mapping(old_extent, self.len);
         Ok(target)
