@@ -86,6 +86,16 @@ pub(crate) unsafe fn put(tc: &mut Tcache, p: P, i: usize) {
     }
 }
 
+/// The key word of chunk `p`'s would-be entry: [`tcache_key`] if it may already be cached.
+///
+/// # Safety
+/// `p` is a chunk in use (its user memory readable).
+#[inline(always)]
+pub(crate) unsafe fn key_of(p: P) -> usize {
+    // SAFETY: per the contract.
+    unsafe { (*(mem(p) as *const Entry)).key }
+}
+
 /// The double-free test of free: if `p`'s key word matches, walk bin `i` and abort if `p` is there.
 /// Returns the key word, which the caller compares with the fast-bin mark.
 ///

@@ -108,6 +108,18 @@ pub(crate) fn current_no_attach() -> *mut Thread {
     current_slow_no_attach()
 }
 
+/// [`current_no_attach`]'s inline half: the record when the thread owns its table slot, else
+/// null (the caller then asks [`current_no_attach`], out of line).
+#[inline(always)]
+pub(crate) fn current_if_slotted() -> *mut Thread {
+    let tp = tp();
+    let j = slot_of(tp);
+    if SLOT_TP[j].load(Relaxed) == tp {
+        return SLOT_REC[j].load(Relaxed);
+    }
+    ptr::null_mut()
+}
+
 #[cold]
 #[inline(never)]
 fn current_slow_no_attach() -> *mut Thread {
