@@ -180,24 +180,16 @@ impl Mapping {
         let target = reserve_and_open(new_len, capacity, align, Op::Remap)
             .or_else(|_| reserve_and_open(new_len, new_len, align, Op::Remap))?;
         let (old_start, old_extent) = self.extent();
-        // SAFETY: MREMAP_FIXED atomically replaces the first `len` bytes of `target`, which is ours;
-        // the source is this mapping's read-write range.
-        let moved = unsafe {
-            libc::mremap(
-                self.ptr.as_ptr().cast(),
-                self.len,
-                self.len,
-                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
-                target.ptr.as_ptr().cast::<libc::c_void>(),
-            )
-        };
+        // SAFETY: the first `len` bytes of `target` are ours to replace; the source is this
+        // mapping's read-write range, which the caller gives up.
+        let moved = unsafe { raw::move_pages(self.ptr.as_ptr(), self.len, target.ptr.as_ptr()) };
         // SAFETY: on success the old usable range is gone and only our old guard before and our
         // room after it remain: those go back, and nothing else. The hole the move left is no longer
         // ours: another thread's mmap may already have been placed there, so one munmap over the
         // whole old extent would unmap that thread's memory. On failure (the range spans several
         // kernel mappings) we copy and the whole old extent, still ours, goes back.
         unsafe {
-            if moved == libc::MAP_FAILED {
+            if !moved {
                 ptr::copy_nonoverlapping(self.ptr.as_ptr(), target.ptr.as_ptr(), self.len);
                 raw::munmap_quiet(old_start, old_extent);
             } else {

@@ -395,22 +395,15 @@ impl Mapping {
     /// Builds a new region of the same kind and moves the pages there with mremap (no copy).
     unsafe fn grow_by_moving(self, new_len: usize) -> Result<Mapping, Error> {
         let target = map(new_len, &self.options()).map_err(|e| Error::new(Op::Remap, e.errno))?;
-        // SAFETY: MREMAP_FIXED atomically replaces the first `len` bytes of `target`, which is ours.
-        let moved = unsafe {
-            libc::mremap(
-                self.ptr.as_ptr().cast(),
-                self.len,
-                self.len,
-                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
-                target.ptr.as_ptr().cast::<libc::c_void>(),
-            )
-        };
+        // SAFETY: the first `len` bytes of `target` are ours to replace; the source is this
+        // mapping's data, which the caller gives up.
+        let moved = unsafe { raw::move_pages(self.ptr.as_ptr(), self.len, target.ptr.as_ptr()) };
         let (before, after) = self.guard_sizes();
         let start = self.ptr.as_ptr() as usize;
         // SAFETY: on success the old data range is gone and only our old guards remain; on failure
         // (e.g. the data spans several VMAs) we copy and unmap the whole old region.
         unsafe {
-            if moved == libc::MAP_FAILED {
+            if !moved {
                 ptr::copy_nonoverlapping(self.ptr.as_ptr(), target.ptr.as_ptr(), self.len);
                 self.unmap()?;
             } else {

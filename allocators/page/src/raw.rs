@@ -92,3 +92,24 @@ pub(crate) fn reserve_none(
         op,
     )
 }
+
+/// Moves the `len` bytes of pages at `src` onto `dst` with mremap(MREMAP_FIXED), which atomically
+/// replaces what was at `dst`; false when the kernel refuses (e.g. the range spans mappings of
+/// different protections), in which case nothing moved. After a move `[src, src + len)` is free
+/// address space that another thread's mmap may take at once: callers must never unmap it.
+///
+/// # Safety
+/// The caller owns both ranges; nothing uses `src` afterwards, nor the old contents of `dst`.
+pub(crate) unsafe fn move_pages(src: *mut u8, len: usize, dst: *mut u8) -> bool {
+    // SAFETY: per the contract.
+    let moved = unsafe {
+        libc::mremap(
+            src.cast(),
+            len,
+            len,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            dst.cast::<libc::c_void>(),
+        )
+    };
+    moved != libc::MAP_FAILED
+}
