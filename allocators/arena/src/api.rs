@@ -52,9 +52,17 @@ fn with_arena_retry(
     if !p.is_null() {
         return p;
     }
+    retry_on_main(av, tc, f)
+}
+
+/// [`with_arena_retry`]'s rare half, out of line: `f` on the main arena after secondary arena `av`
+/// found no memory (null when `av` is the main arena already).
+#[cold]
+#[inline(never)]
+fn retry_on_main(av: &Arena, tc: *mut Tcache, f: impl Fn(&Arena, *mut Tcache) -> P) -> P {
     let main = registry::main();
     if ptr::eq(av, main) {
-        return p;
+        return ptr::null_mut();
     }
     let held = solo::lock(&main.lock);
     let p = f(main, tc);
@@ -374,6 +382,10 @@ pub fn calloc(count: usize, size_each: usize) -> *mut u8 {
     let run = |a: &Arena, tc: *mut Tcache| -> (P, usize) {
         // SAFETY: lock of `a` held by the caller of this closure.
         unsafe {
+            // Forget the previous split first: a chunk once cut from top and since freed and
+            // reused from a bin may start at the remembered address while holding written bytes
+            // above the remembered mark. Only a split made by this very call counts.
+            (*a.st.get()).top_split = ptr::null_mut();
             let p = ml::int_malloc(a, nb, tc);
             let st = a.st();
             let clean = if !p.is_null() && st.top_split == p {

@@ -248,51 +248,66 @@ pub(crate) unsafe fn merge_forward(
 /// # Safety
 /// Lock held.
 pub(crate) unsafe fn consolidate(av: &Arena) {
+    av.have_fastchunks.store(false, Relaxed);
+    // Most bins are empty when a drain runs; the loop only tests heads (the compiler unrolls it),
+    // and the merging lives in `drain_fast_bin`, out of line.
+    for (i, fb) in av.fastbins.iter().enumerate() {
+        let p = crate::fastbin::take_all(fb);
+        if !p.is_null() {
+            // SAFETY: lock held (our contract); `p` heads the list just taken from bin `i`.
+            unsafe { drain_fast_bin(av, i, p) };
+        }
+    }
+}
+
+/// Merges every chunk of the list headed by `p`, just taken from fast bin `i`, with its free
+/// neighbours into the unsorted bin or top.
+///
+/// # Safety
+/// Lock held; `p` heads a list taken from fast bin `i` of `av`.
+#[inline(never)]
+unsafe fn drain_fast_bin(av: &Arena, i: usize, mut p: P) {
     // SAFETY: lock held; fastbin chunks are this arena's, their links decoded and checked.
     unsafe {
-        av.have_fastchunks.store(false, Relaxed);
         let st = av.st.get();
-        for (i, fb) in av.fastbins.iter().enumerate() {
-            let mut p = crate::fastbin::take_all(fb);
-            while !p.is_null() {
+        while !p.is_null() {
+            check(
+                aligned(p as usize),
+                "malloc_consolidate(): unaligned fastbin chunk detected",
+                mem(p) as usize,
+            );
+            check(
+                size(p) >= MINSIZE && fastbin_index(size(p)) == i,
+                "malloc_consolidate(): invalid chunk size",
+                mem(p) as usize,
+            );
+            let field = ptr::addr_of!((*p).fd).cast::<usize>();
+            let nextp = crate::secret::reveal(field, field.read()) as P;
+            // Off the fast bin: drop its mark, which would otherwise linger in merged memory.
+            (*p).bk = ptr::null_mut();
+            let mut sz = size(p);
+            let next = at(p, sz);
+            let nextsize = size(next);
+            if !prev_inuse(p) {
+                let ps = prev_size(p);
+                sz += ps;
+                p = at(p, ps.wrapping_neg());
                 check(
-                    aligned(p as usize),
-                    "malloc_consolidate(): unaligned fastbin chunk detected",
+                    size(p) == ps,
+                    "corrupted size vs. prev_size in fastbins",
                     mem(p) as usize,
                 );
-                check(
-                    size(p) >= MINSIZE && fastbin_index(size(p)) == i,
-                    "malloc_consolidate(): invalid chunk size",
-                    mem(p) as usize,
-                );
-                let field = ptr::addr_of!((*p).fd).cast::<usize>();
-                let nextp = crate::secret::reveal(field, field.read()) as P;
-                // Off the fast bin: drop its mark, which would otherwise linger in merged memory.
-                (*p).bk = ptr::null_mut();
-                let mut sz = size(p);
-                let next = at(p, sz);
-                let nextsize = size(next);
-                if !prev_inuse(p) {
-                    let ps = prev_size(p);
-                    sz += ps;
-                    p = at(p, ps.wrapping_neg());
-                    check(
-                        size(p) == ps,
-                        "corrupted size vs. prev_size in fastbins",
-                        mem(p) as usize,
-                    );
-                    unlink(p);
-                }
-                merge_forward(
-                    st,
-                    p,
-                    sz,
-                    next,
-                    nextsize,
-                    "malloc(): corrupted unsorted chunks",
-                );
-                p = nextp;
+                unlink(p);
             }
+            merge_forward(
+                st,
+                p,
+                sz,
+                next,
+                nextsize,
+                "malloc(): corrupted unsorted chunks",
+            );
+            p = nextp;
         }
     }
 }

@@ -133,7 +133,7 @@ unsafe fn search(av: &Arena, nb: usize, tc: *mut Tcache) -> P {
             }
         }
 
-        let mut idx;
+        let idx;
         if in_smallbin_range(nb) {
             idx = smallbin_index(nb);
             let bin = bin_at(st, idx);
@@ -343,8 +343,9 @@ unsafe fn search(av: &Arena, nb: usize, tc: *mut Tcache) -> P {
                 }
             }
             if av.have_fastchunks.load(Relaxed) {
+                // `idx` still holds the request's bin (glibc restores it here because its binmap
+                // scan advances it; ours scans with `i`), so the retry needs only the drain.
                 consolidate(av);
-                idx = bin_index(nb);
                 continue;
             }
             return sysmalloc(av, nb);

@@ -292,12 +292,17 @@ const MOVE_AFTER: u32 = 4;
 pub(crate) fn lock_own(t: *mut Thread, av: &Arena) -> crate::solo::Held {
     match crate::solo::try_lock(&av.lock) {
         Some(h) => h,
-        None => {
-            // SAFETY: `t` is the calling thread's record.
-            unsafe { (*t).contended += 1 };
-            crate::solo::lock(&av.lock)
-        }
+        None => lock_own_contended(t, av),
     }
+}
+
+/// [`lock_own`] when the lock was taken: out of line, so that the uncontended caller stays small.
+#[cold]
+#[inline(never)]
+fn lock_own_contended(t: *mut Thread, av: &Arena) -> crate::solo::Held {
+    // SAFETY: `t` is the calling thread's record.
+    unsafe { (*t).contended += 1 };
+    crate::solo::lock(&av.lock)
 }
 
 /// Moves the thread to another arena if it has met contention often enough. Call with no lock held.
@@ -306,9 +311,20 @@ pub(crate) fn maybe_move(t: *mut Thread) {
     // SAFETY: `t` is the calling thread's record.
     unsafe {
         if (*t).contended >= MOVE_AFTER {
-            (*t).contended = 0;
-            (*t).arena = crate::registry::migrate(&*(*t).arena);
+            move_arena(t);
         }
+    }
+}
+
+/// [`maybe_move`]'s rare half, out of line: choosing an arena is long (it may read sysfs into a
+/// stack buffer) and would otherwise give every caller a large frame.
+#[cold]
+#[inline(never)]
+fn move_arena(t: *mut Thread) {
+    // SAFETY: `t` is the calling thread's record; arenas live forever.
+    unsafe {
+        (*t).contended = 0;
+        (*t).arena = crate::registry::migrate(&*(*t).arena);
     }
 }
 
