@@ -22,8 +22,10 @@
 //! Re-entered calls are real: `TWINHEAP=system` looks the C library up with `dlsym`, which may
 //! allocate; and an allocator's very first call registers its fork handlers with `pthread_atfork`,
 //! which allocates on musl. That is why the chooser makes the allocator's first allocation itself (a
-//! warm-up) before publishing: the nested allocation then lands in the bootstrap heap instead of
-//! failing inside the allocator, which would leave the fork handlers unregistered.
+//! warm-up) before publishing: the nested allocation then lands in the bootstrap heap. (slab now
+//! registers when its first call returns and arena serves calls nested in its attachment without
+//! waiting, so neither needs it to register at all; the warm-up still registers them before the
+//! program's threads exist.)
 
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicUsize, Ordering};
 
