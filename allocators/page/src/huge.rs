@@ -188,7 +188,6 @@ mod tests {
         let Some(size) = hugetlb_default_size() else {
             return;
         };
-        let before = crate::stats();
         match reserve_hugetlb(2 * size, 4 * size, 0) {
             Ok(mut r) => {
                 assert_eq!(r.base().as_ptr() as usize % (4 * size), 0);
@@ -202,10 +201,31 @@ mod tests {
                     r.unreserve().expect("unmap");
                 }
             }
-            // No huge pages configured: refused at once, nothing left mapped.
+            // No huge pages configured: refused at once, nothing left mapped. Other tests map and
+            // unmap in parallel threads, so the process-wide count is compared in a forked child,
+            // where no other thread runs.
             Err(e) => {
                 assert_ne!(e.errno, libc::EINVAL, "{e:?}");
-                assert_eq!(crate::stats().mapped, before.mapped);
+                // SAFETY: the child only makes system calls and reads atomic counters, then leaves
+                // with _exit; the parent only waits.
+                unsafe {
+                    let pid = libc::fork();
+                    assert!(pid >= 0);
+                    if pid == 0 {
+                        let before = crate::stats().mapped;
+                        let refused = reserve_hugetlb(2 * size, 4 * size, 0).is_err();
+                        let clean = crate::stats().mapped == before;
+                        libc::_exit(i32::from(!refused) | i32::from(!clean) << 1);
+                    }
+                    let mut status = 0;
+                    assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+                    assert!(libc::WIFEXITED(status), "child status {status:#x}");
+                    assert_eq!(
+                        libc::WEXITSTATUS(status),
+                        0,
+                        "1: not refused, 2: left mapped"
+                    );
+                }
             }
         }
     }
