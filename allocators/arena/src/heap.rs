@@ -282,7 +282,7 @@ pub(crate) fn new_heap(arena: *mut Arena, need: usize) -> Option<*mut HeapInfo> 
     if need > HEAP_MAX {
         return None;
     }
-    let (mut r, huge) = match hugetlb_reservation(need) {
+    let (r, huge) = match hugetlb_reservation(need) {
         Some(x) => x,
         None => (reserve(HEAP_MAX, HEAP_MAX).ok()?, 0),
     };
@@ -292,36 +292,61 @@ pub(crate) fn new_heap(arena: *mut Arena, need: usize) -> Option<*mut HeapInfo> 
         let _ = unsafe { r.unreserve() };
         return None;
     };
-    if r.commit(first).is_err() {
-        // SAFETY: nothing uses the fresh reservation.
-        let _ = unsafe { r.unreserve() };
-        return None;
-    }
+    let r = commit_or_give_back(r, first)?;
     let base = r.base().as_ptr();
     if huge == 0 {
         advise_huge(base, r.committed());
     } else {
         HUGETLB_HEAPS.fetch_add(1, Relaxed);
     }
-    let h = base as *mut HeapInfo;
-    let (b, len, committed) = r.into_raw_parts();
+    let committed = r.committed();
+    let fresh = base as usize + size_of::<HeapInfo>();
     // SAFETY: the first page of the fresh reservation is committed and ours.
+    Some(unsafe { install(r, arena, committed, fresh, ptr::null_mut(), huge) })
+}
+
+/// Commits the first `upto` bytes of a fresh reservation, or gives it all back and fails.
+fn commit_or_give_back(mut r: Reservation, upto: usize) -> Option<Reservation> {
+    if r.commit(upto).is_err() {
+        // SAFETY: nothing uses the fresh reservation.
+        let _ = unsafe { r.unreserve() };
+        return None;
+    }
+    Some(r)
+}
+
+/// Writes the heap record at the start of fresh reservation `r` (usable size `size`, never-written
+/// mark `fresh`, fencepost `fence` for a big heap) and marks the heap in the bitmap.
+///
+/// # Safety
+/// The record's bytes at the start of `r` are committed and nothing uses the reservation yet.
+unsafe fn install(
+    r: Reservation,
+    arena: *mut Arena,
+    size: usize,
+    fresh: usize,
+    fence: P,
+    huge: usize,
+) -> *mut HeapInfo {
+    let h = r.base().as_ptr() as *mut HeapInfo;
+    let (base, len, committed) = r.into_raw_parts();
+    // SAFETY: per the contract.
     unsafe {
         h.write(HeapInfo {
             arena,
             prev: ptr::null_mut(),
-            base: b,
+            base,
             len,
             committed,
-            size: committed,
-            fresh: base as usize + size_of::<HeapInfo>(),
-            fence: ptr::null_mut(),
+            size,
+            fresh,
+            fence,
             huge,
             _spare: 0,
         });
     }
-    mark(base as usize, true);
-    Some(h)
+    mark(h as usize, true);
+    h
 }
 
 /// Reserves a big heap for `arena` holding one in-use chunk of at least `nb` bytes whose user
@@ -343,41 +368,22 @@ pub(crate) fn new_big_heap(
         .checked_add(MINSIZE)?
         .checked_next_multiple_of(page_size())?;
     let len = end.checked_next_multiple_of(HEAP_MAX)?.max(2 * HEAP_MAX);
-    let mut r = reserve(len, HEAP_MAX).ok()?;
-    if r.commit(end).is_err() {
-        // SAFETY: nothing uses the fresh reservation.
-        let _ = unsafe { r.unreserve() };
-        return None;
-    }
+    let r = commit_or_give_back(reserve(len, HEAP_MAX).ok()?, end)?;
     let base = r.base().as_ptr();
     advise_huge(base, r.committed());
-    let h = base as *mut HeapInfo;
-    let (b, len, committed) = r.into_raw_parts();
     let p = (base as usize + offset) as P;
     let fence = (base as usize + end - MINSIZE) as P;
     // SAFETY: `[base, base + end)` of the fresh reservation is committed and ours.
     unsafe {
-        h.write(HeapInfo {
-            arena,
-            prev: ptr::null_mut(),
-            base: b,
-            len,
-            committed,
-            size: end,
-            fresh: base as usize + end,
-            fence,
-            huge: 0,
-            _spare: 0,
-        });
+        install(r, arena, end, base as usize + end, fence, 0);
         // The first chunk of a heap has PREV_INUSE; the fencepost marks it in use and stops any
         // merge past it, as at the end of a retired heap.
         set_head(p, (end - MINSIZE - offset) | PREV_INUSE | abit);
         set_head(fence, HDR | PREV_INUSE);
         set_head((base as usize + end - HDR) as P, PREV_INUSE);
     }
-    mark(base as usize, true);
     BIG_HEAPS.fetch_add(1, Relaxed);
-    Some((h, p))
+    Some((base as *mut HeapInfo, p))
 }
 
 /// Returns a heap to the OS.
