@@ -12,13 +12,13 @@ use core::sync::atomic::Ordering::Relaxed;
 
 use twinheap_page::error::set_errno;
 
-use crate::class::{self, HEADER, MAX_SMALL, UNIT};
+use crate::class::{self, MAX_SMALL, UNIT};
 use crate::fault::{self, Fault};
 use crate::heap::{self, Heap};
 use crate::meta::LARGE;
 use crate::thread::{self, Entry};
-use crate::validate::{self, Block, Purpose};
-use crate::{config, header, large, secret, slot};
+use crate::validate::{self, Block};
+use crate::{config, large, secret, slot};
 
 /// Largest alignment served from size classes; larger ones get their own mapping.
 pub const MAX_CLASS_ALIGN: usize = 64 << 10;
@@ -164,8 +164,8 @@ fn refill(heap: &'static Heap, class: usize) -> Option<(*mut crate::meta::Meta, 
         return Some(next);
     }
     let mut spare = None;
-    // Each round maps at most one group; a nested chain ends in one mapped group, so two rounds are
-    // the usual worst case. The bound only guards against a heap that keeps changing underneath.
+    // Each round makes at most one group, so two rounds are the usual worst case. The bound only
+    // guards against a heap that keeps changing underneath.
     for _ in 0..8 {
         let mut guard = heap.lock();
         // The state holds a spare only while this refill offers one (nearly never): moving the
@@ -187,7 +187,7 @@ fn refill(heap: &'static Heap, class: usize) -> Option<(*mut crate::meta::Meta, 
         }
         match (taken, wanted) {
             (Some(taken), _) => return Some(taken),
-            (None, Some((class, cnt))) => spare = Some(heap::Spare::prepare(class, cnt)?),
+            (None, Some(class)) => spare = Some(heap::Spare::prepare(class)?),
             (None, None) => return None,
         }
     }
@@ -219,7 +219,7 @@ pub unsafe fn free(p: *mut u8) {
         return;
     }
     // SAFETY: per the contract.
-    unsafe { release(&validate::block(p, Purpose::User)) }
+    unsafe { release(&validate::block(p)) }
 }
 
 /// Frees a block whose size the caller states (C23 free_sized, C++ sized delete, Rust dealloc); a size
@@ -233,7 +233,7 @@ pub unsafe fn free_sized(p: *mut u8, n: usize) {
         return;
     }
     // SAFETY: per the contract; validation only reads.
-    let b = unsafe { validate::block(p, Purpose::User) };
+    let b = unsafe { validate::block(p) };
     fault::check(b.n == n, Fault::SizeMismatch, p as usize);
     // SAFETY: per the contract.
     unsafe { release(&b) }
@@ -293,7 +293,7 @@ pub unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
     // SAFETY: per the contract. No session is held across the whole call: the new block comes from
     // `malloc` and the old one goes through `release`, each of which handles re-entry itself.
     unsafe {
-        let b = validate::block(p, Purpose::User);
+        let b = validate::block(p);
         let class = (*b.meta).class;
         if class == LARGE {
             if n > MAX_SMALL {
@@ -323,19 +323,13 @@ pub unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
     }
 }
 
-/// Changes a block's recorded size without moving it. Bytes given up and the old size encoding are
-/// cleared (with zero-on-free) so that the slot's slack stays zero.
+/// Changes a block's recorded size without moving it. Bytes given up and the old canary are cleared
+/// so that the slot's slack stays zero.
 unsafe fn resize_in_place(b: &Block, n: usize) {
-    // SAFETY: `b` is a validated block and `n` fits between `p` and `end`.
+    // SAFETY: `b` is a validated live block of a class and `n` fits between `p` and `end`.
     unsafe {
-        if config::zero_on_free() {
-            ptr::write_bytes(
-                b.p.add(n.min(b.n)),
-                0,
-                b.end as usize - b.p as usize - n.min(b.n),
-            );
-        }
-        header::set_size(b.p, b.end, n);
+        let old_end = b.p.add(b.n + 1);
+        slot::reframe(&*b.meta, b.idx, b.start, b.end, b.p, n, old_end);
     }
 }
 
@@ -362,25 +356,11 @@ fn aligned_in(ctx: &Ctx, align: usize, n: usize) -> *mut u8 {
     if p0.is_null() {
         return p0;
     }
-    // SAFETY: `p0` is a block we just made; the aligned point and its header stay inside its slot.
+    // SAFETY: `p0` is a block we just made; the aligned block stays inside its slot.
     unsafe {
-        let b = validate::block(p0, Purpose::User);
+        let b = validate::block(p0);
         let p = ((p0 as usize + align - 1) & !(align - 1)) as *mut u8;
-        if p != p0 {
-            if p0 != b.start {
-                ptr::write_bytes(p0.sub(HEADER), 0, HEADER);
-            }
-            header::write(
-                b.start,
-                b.idx,
-                header::CODE_START,
-                (p as usize - b.start as usize) / UNIT,
-            );
-            header::write(p, b.idx, 0, (p as usize - b.storage as usize) / UNIT);
-        }
-        // The padding's size encoding (canary, count) lies past the aligned block: clear it.
-        ptr::write_bytes(p.add(n), 0, b.end as usize - p as usize - n);
-        header::set_size(p, b.end, n);
+        slot::reframe(&*b.meta, b.idx, b.start, b.end, p, n, p0.add(padded + 1));
         p
     }
 }
@@ -395,7 +375,7 @@ pub unsafe fn usable_size(p: *mut u8) -> usize {
         return 0;
     }
     // SAFETY: per the contract.
-    unsafe { validate::block(p, Purpose::User).n }
+    unsafe { validate::block(p).n }
 }
 
 /// Returns every empty group to the OS (the groups hysteresis keeps are released too), empties the
@@ -422,7 +402,7 @@ pub fn trim() -> bool {
             None => break,
         }
     });
-    released |= crate::recycle::drain();
+    released |= crate::segment::trim();
     released |= crate::meta::release_unused() > 0;
     released
 }
@@ -539,6 +519,12 @@ mod tests {
             .collect();
         let all: Vec<Vec<(usize, usize)>> =
             handles.into_iter().map(|h| h.join().unwrap()).collect();
+        // No two live blocks share a byte (an empty block counts as one byte: its address).
+        let mut spans: Vec<(usize, usize)> = all.iter().flatten().copied().collect();
+        spans.sort_unstable();
+        for w in spans.windows(2) {
+            assert!(w[0].0 + w[0].1.max(1) <= w[1].0, "overlap: {w:x?}");
+        }
         // Free every thread's blocks from other threads.
         let frees: Vec<_> = all
             .into_iter()

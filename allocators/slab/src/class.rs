@@ -1,15 +1,17 @@
 //! Size classes: which slot size serves a request.
 //!
 //! 48 classes of 16-byte units, the table of musl's mallocng: linear up to 8 units (128 bytes), then four
-//! steps per doubling, chosen so that groups of slots tile power-of-two spans with little waste. A class
-//! of `s` units serves requests up to `16 * s - 4` bytes: the last 4 bytes of every slot hold the next
-//! slot's in-band header. The largest class serves 131052 bytes; anything larger is a large allocation
-//! with its own mapping.
+//! steps per doubling. Slots carry no in-band header (a block is found through its segment, see
+//! `segment.rs`), so a class of `s` units serves requests up to `16 * s` bytes exactly: a 48-byte
+//! request takes a 48-byte slot. The largest class serves 131056 bytes; anything larger is a large
+//! allocation with its own mapping.
+//!
+//! Per class this file also fixes the group geometry the free path computes with: slots per group
+//! (32, fewer for slots above 32 KiB so that a group fits a 1 MiB segment), the group's span, and
+//! the multipliers that divide an offset by the span or the stride without a division.
 
 /// Granularity and alignment of slots and of every pointer handed out.
 pub const UNIT: usize = 16;
-/// In-band header bytes in front of each allocation.
-pub const HEADER: usize = 4;
 /// Number of size classes.
 pub const CLASSES: usize = 48;
 
@@ -24,7 +26,7 @@ pub const SIZES: [u16; CLASSES] = [
 ];
 
 /// Largest request a class serves; larger requests are large allocations.
-pub const MAX_SMALL: usize = SIZES[CLASSES - 1] as usize * UNIT - HEADER;
+pub const MAX_SMALL: usize = SIZES[CLASSES - 1] as usize * UNIT;
 
 /// Slot strides in bytes, padded to 64 entries so that a lookup by `class & 63` needs no bounds
 /// check on the malloc and free paths (the padding, never a valid class, reads 0).
@@ -48,15 +50,94 @@ pub const fn stride(class: usize) -> usize {
 /// Largest request class `class` serves.
 #[cfg(test)]
 pub const fn capacity(class: usize) -> usize {
-    stride(class) - HEADER
+    stride(class)
+}
+
+/// log2 of a segment's length (see `segment.rs`): every group lies inside one segment.
+pub(crate) const SEG_SHIFT: u32 = 20;
+
+/// Offsets inside a segment are below 2^SEG_SHIFT; a divisor `d` below that divides them exactly as
+/// `(x * ceil(2^K / d)) >> K` with `K = 2 * SEG_SHIFT` (Granlund and Montgomery: `K >= N + log2 d`).
+const K: u32 = 2 * SEG_SHIFT;
+
+const fn magic(d: u64) -> u64 {
+    if d == 0 {
+        0
+    } else {
+        ((1u64 << K) + d - 1) / d
+    }
+}
+
+/// Per class (padded to 64 like [`STRIDES`]): slots per group, group span in bytes, and the
+/// multipliers for dividing by the span and by the stride.
+const COUNTS: [u32; 64] = {
+    let mut t = [0u32; 64];
+    let mut c = 0;
+    while c < CLASSES {
+        let fit = (1u32 << SEG_SHIFT) / STRIDES[c];
+        t[c] = if fit < 32 { fit } else { 32 };
+        c += 1;
+    }
+    t
+};
+const SPANS: [u32; 64] = {
+    let mut t = [0u32; 64];
+    let mut c = 0;
+    while c < CLASSES {
+        t[c] = COUNTS[c] * STRIDES[c];
+        c += 1;
+    }
+    t
+};
+const SPAN_MAGIC: [u64; 64] = {
+    let mut t = [0u64; 64];
+    let mut c = 0;
+    while c < CLASSES {
+        t[c] = magic(SPANS[c] as u64);
+        c += 1;
+    }
+    t
+};
+const STRIDE_MAGIC: [u64; 64] = {
+    let mut t = [0u64; 64];
+    let mut c = 0;
+    while c < CLASSES {
+        t[c] = magic(STRIDES[c] as u64);
+        c += 1;
+    }
+    t
+};
+
+/// Slots in every group of `class` (1..=32).
+#[inline]
+pub(crate) const fn count(class: usize) -> usize {
+    COUNTS[class & 63] as usize
+}
+
+/// Bytes a group of `class` spans: its slots, nothing else.
+#[inline]
+pub(crate) const fn span(class: usize) -> usize {
+    SPANS[class & 63] as usize
+}
+
+/// `off / span(class)` for `off` below a segment's length.
+#[inline(always)]
+pub(crate) fn group_index(class: usize, off: usize) -> usize {
+    ((off as u64 * SPAN_MAGIC[class & 63]) >> K) as usize
+}
+
+/// `off / stride(class)` for `off` below a segment's length.
+#[inline(always)]
+pub(crate) fn slot_index(class: usize, off: usize) -> usize {
+    ((off as u64 * STRIDE_MAGIC[class & 63]) >> K) as usize
 }
 
 /// The smallest class whose capacity holds `n` bytes. `n` must be at most [`MAX_SMALL`].
 #[inline]
 pub fn of(n: usize) -> usize {
     debug_assert!(n <= MAX_SMALL);
-    // Units needed beyond the first, counting the 4-byte header.
-    let units = (n + HEADER - 1) / UNIT;
+    // Units needed beyond the first.
+    let units = n.saturating_sub(1) / UNIT;
     if units < 9 {
         return units;
     }
@@ -89,10 +170,38 @@ mod tests {
     #[test]
     fn table_is_increasing_and_capped() {
         assert!(SIZES.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(MAX_SMALL, 131_052);
-        assert_eq!(capacity(0), 12);
+        assert_eq!(MAX_SMALL, 131_056);
+        assert_eq!(capacity(0), 16);
         assert_eq!(of(0), 0);
-        assert_eq!(of(13), 1);
-        assert_eq!(of(48), 3); // 64-byte slots: 48 bytes plus the 4-byte header do not fit in 48
+        assert_eq!(of(16), 0);
+        assert_eq!(of(17), 1);
+        assert_eq!(of(48), 2); // exact fit: no header
+        assert_eq!(of(129), 8);
+    }
+
+    #[test]
+    fn groups_fit_a_segment_and_divisions_are_exact() {
+        for class in 0..CLASSES {
+            let (cnt, span, stride) = (count(class), span(class), stride(class));
+            assert!((1..=32).contains(&cnt) && span <= 1 << SEG_SHIFT, "class {class}");
+            assert!(cnt == 32 || span + stride > 1 << SEG_SHIFT, "class {class}");
+            // Every quotient boundary and its neighbours, up to the end of a segment.
+            for d in [span, stride] {
+                let mut q = 0;
+                while q * d < 1 << SEG_SHIFT {
+                    for off in [q * d, q * d + 1, (q + 1) * d - 1] {
+                        if off < 1 << SEG_SHIFT {
+                            let got = if d == span {
+                                group_index(class, off)
+                            } else {
+                                slot_index(class, off)
+                            };
+                            assert_eq!(got, off / d, "class {class} off {off} d {d}");
+                        }
+                    }
+                    q += 1;
+                }
+            }
+        }
     }
 }

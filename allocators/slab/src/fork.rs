@@ -1,8 +1,8 @@
 //! fork: every slab lock is taken before fork and released (parent) or reset (child) after.
 //!
 //! Order, the same everywhere locks nest: registry, then each heap, then the large list and the
-//! tombstones, then the recycled group mappings and the meta pool (a heap creating a group takes
-//! either while holding its own; the two never nest). The child runs on one thread, the one that
+//! tombstones, then the segment locks and the meta pool (a heap creating a group takes either
+//! while holding its own; the two never nest). The child runs on one thread, the one that
 //! forked: the heaps of the others go back to the free list.
 //!
 //! The handlers are registered once, when the thread that created the first heap leaves slab, not
@@ -15,7 +15,7 @@ use core::sync::atomic::{
     Ordering::{AcqRel, Relaxed},
 };
 
-use crate::{large, meta, recycle, thread};
+use crate::{large, meta, segment, thread};
 
 static WANTED: AtomicBool = AtomicBool::new(false);
 static REGISTERED: AtomicBool = AtomicBool::new(false);
@@ -51,7 +51,9 @@ unsafe extern "C" fn prepare() {
     for lock in large::fork_locks() {
         lock.lock();
     }
-    recycle::fork_lock().lock();
+    for lock in segment::fork_locks() {
+        lock.lock();
+    }
     meta::fork_lock().lock();
 }
 
@@ -59,7 +61,9 @@ unsafe extern "C" fn parent() {
     // SAFETY: `prepare` took every one of these locks on this thread.
     unsafe {
         meta::fork_lock().unlock();
-        recycle::fork_lock().unlock();
+        for lock in segment::fork_locks() {
+            lock.unlock();
+        }
         for lock in large::fork_locks() {
             lock.unlock();
         }
@@ -72,7 +76,9 @@ unsafe extern "C" fn child() {
     // SAFETY: the child is single-threaded and `prepare` took every lock before the fork.
     unsafe {
         meta::fork_lock().reset_after_fork();
-        recycle::fork_lock().reset_after_fork();
+        for lock in segment::fork_locks() {
+            lock.reset_after_fork();
+        }
         for lock in large::fork_locks() {
             lock.reset_after_fork();
         }

@@ -5,8 +5,7 @@
 //! in bulk. Any other free marks it at once: lock-free in the common case (a CAS on the group's
 //! `freed` mask), as in mallocng: only a free into a group with no freed slots yet, or the free that
 //! completes a group, takes the owner heap's lock, because those change lists. A released group's
-//! mapping goes to the recycled mappings (`recycle.rs`), or is unmapped when that is full, after
-//! the lock is dropped.
+//! memory goes back to its segment (`segment.rs`) after the lock is dropped.
 
 use core::ptr;
 
@@ -16,17 +15,18 @@ use crate::meta::{self, Meta};
 use crate::pending::Push;
 use crate::slot;
 use crate::thread::{self, Entry};
-use crate::validate::{self, Block, Purpose};
+use crate::validate::Block;
 
 /// Frees a validated small block.
 ///
 /// # Safety
-/// `b` was returned by [`validate::block`] for a block of a class (not large) and is not used again.
+/// `b` was returned by [`crate::validate::block`] for a block of a class (not large) and is not used
+/// again.
 #[inline]
 pub(crate) unsafe fn small(b: &Block) {
     // SAFETY: per the contract.
     unsafe {
-        slot::clear(b.p, b.n, b.end, b.code);
+        slot::clear(b.meta, b.idx, b.p, b.n, b.end);
         release_slot(b.meta, b.idx);
     }
 }
@@ -40,9 +40,11 @@ pub(crate) unsafe fn small(b: &Block) {
 pub(crate) unsafe fn small_in_session(b: &Block, session: &thread::Session) {
     // SAFETY: per the contract.
     unsafe {
-        slot::clear(b.p, b.n, b.end, b.code);
         let heap = session.heap;
         if session.owns_heap() && ptr::eq((*b.meta).heap, heap) {
+            // Only the owner may look at a neighbouring slot: nobody else frames its slots.
+            slot::check_exact_fit(&*b.meta, b.idx, b.p, b.n, b.end);
+            slot::clear(b.meta, b.idx, b.p, b.n, b.end);
             let bit = 1u32 << b.idx;
             if heap.pending.push(b.meta, bit, b.p as usize) == Push::Full {
                 heap.flush_pending();
@@ -51,25 +53,20 @@ pub(crate) unsafe fn small_in_session(b: &Block, session: &thread::Session) {
             }
             return;
         }
+        slot::clear(b.meta, b.idx, b.p, b.n, b.end);
         mark(b.meta, b.idx, true);
     }
 }
 
 /// Marks a cleared slot freed from a public free: lock-free in the common case, which is safe even
 /// in a signal handler; when the owner's lock is needed, only inside a session (a re-entered call
-/// parks the marking instead).
+/// parks the marking).
 ///
 /// # Safety
 /// Slot `idx` of `m` is in use, validated and cleared, and given up by the caller.
 pub(crate) unsafe fn release_slot(m: *mut Meta, idx: usize) {
     // SAFETY: per the contract.
     unsafe { mark(m, idx, false) }
-}
-
-/// Marks a slot freed from inside a session (slab's own frees of nested groups).
-unsafe fn mark_freed(m: *mut Meta, idx: usize) {
-    // SAFETY: per the contract.
-    unsafe { mark(m, idx, true) }
 }
 
 /// Sets slot `idx` of `m` freed: lock-free when the protocol allows, otherwise under the owner's
@@ -109,34 +106,18 @@ unsafe fn free_locked(m: *mut Meta, idx: usize) {
     }
 }
 
-/// Gives an emptied, detached group's memory back: unmaps its mapping, or frees the slot of the
-/// larger class it was nested in. Then recycles its record.
+/// Gives an emptied, detached group back: its memory to its segment, its record to the pool.
 ///
 /// # Safety
 /// `m` was detached from its heap's lists under the lock and has no slot in use.
 pub(crate) unsafe fn release_group(m: *mut Meta) {
-    // SAFETY: per the contract nothing else refers to the group or the record.
+    // SAFETY: per the contract nothing else refers to the group or the record. The record is
+    // recycled only after the segment no longer names it.
     unsafe {
         let meta = &*m;
-        let (mem, mapping) = (meta.mem, meta.mapping);
         let class = usize::from(meta.class);
-        let span = crate::group::span(class, usize::from(meta.last_idx) + 1);
         let dirty = crate::group::dirty(class, usize::from(meta.active_idx) + 1);
+        crate::segment::put(meta.mem, class, dirty);
         meta::free(m);
-        match mapping {
-            Some(mapping) => {
-                if let Some(mapping) = crate::recycle::put(mapping, dirty) {
-                    // A failed munmap leaves the group mapped and unused: a leak, not corruption.
-                    let _ = mapping.unmap();
-                }
-            }
-            None => {
-                let parent = validate::block(mem, Purpose::Nested);
-                // The whole group goes back to zero, headers included, so the parent slot is clean.
-                ptr::write_bytes(mem, 0, span);
-                slot::clear(parent.p, 0, parent.end, 0);
-                mark_freed(parent.meta, parent.idx);
-            }
-        }
     }
 }

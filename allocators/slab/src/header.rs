@@ -1,22 +1,20 @@
-//! The in-band header in front of every block, and the slot layout around it.
+//! The in-band header of a large block (blocks of size classes have none: see `segment.rs`).
 //!
-//! A group is `[group header, 16 bytes][slot 0][slot 1]...`. The group header holds the pointer to the
-//! group's [`Meta`]; its last 4 bytes are slot 0's block header. Each slot is `stride` bytes; its last 4
-//! bytes are the next slot's header, so a slot serves at most `stride - 4` bytes. Slot `i` starts at
-//! `storage + i * stride` and its usable bytes end at `end = start + stride - 4`.
+//! A large block's mapping is laid out like a one-slot group: `[group header, 16 bytes][block...]
+//! [4 bytes]`. The group header holds the pointer to the block's [`Meta`]; its last 4 bytes are the
+//! block header when the block starts right after it. The block sits at a random 16-byte offset
+//! (or `align` bytes in), and then a slot-start record at `storage - 4` says where.
 //!
 //! The 4-byte header at `p - 4`:
 //!
 //! | byte | meaning |
 //! |---|---|
 //! | 0 | flags: [`FLAG_BIG`] (offset too large for 16 bits: the u16 is 0, a u32 sits at `p - 8`), [`FLAG_FREED`] |
-//! | 1 | slot index (bits 0-4) and code (bits 5-7): 0-4 = that many slack bytes after the block; 5 = slack count stored as u32 at `end - 4`; 6 = the slot holds a nested group; 7 = slot-start record of a block placed at an offset |
+//! | 1 | slot index (bits 0-4, always 0) and code (bits 5-7): 0-4 = that many slack bytes after the block; 5 = slack count stored as u32 at `end - 4`; 7 = slot-start record of a block placed at an offset |
 //! | 2-3 | distance in 16-byte units from `storage` to `p` |
 //!
 //! When a block has slack, the byte right after it is a canary derived from the secret and the address
-//! (never 0, so the classic off-by-one NUL is caught), and the byte at `end` (the next slot's flag byte)
-//! must hold only flags. A block placed at an offset inside its slot also leaves a slot-start record at
-//! `start - 4` saying where it is, so the next use of the slot continues the cycle.
+//! (never 0), and the byte at `end` must hold only flags.
 //!
 //! A freed block keeps its header with [`FLAG_FREED`] set, so a second free of the same pointer is
 //! recognised as a double free rather than as garbage.
@@ -24,11 +22,11 @@
 //! [`Meta`]: crate::meta::Meta
 
 use crate::class::UNIT;
+use crate::slot::canary;
 
 pub(crate) const FLAG_BIG: u8 = 0x01;
 pub(crate) const FLAG_FREED: u8 = 0x80;
 pub(crate) const CODE_U32: u8 = 5;
-pub(crate) const CODE_NESTED: u8 = 6;
 pub(crate) const CODE_START: u8 = 7;
 
 /// Size of the group header.
@@ -90,27 +88,6 @@ pub(crate) unsafe fn write(p: *mut u8, idx: usize, code: u8, off: usize) {
             (p.sub(4) as *mut u32).write_unaligned(u32::to_le(b1 | (off as u32) << 16));
         }
     }
-}
-
-/// [`write`] for a block in a group with slots of a size class: a group spans less than 1 MiB, so
-/// the offset always fits the header's 16 bits.
-///
-/// # Safety
-/// As for [`write`]; `off <= 0xffff`.
-#[inline(always)]
-pub(crate) unsafe fn write_classed(p: *mut u8, idx: usize, code: u8, off: usize) {
-    debug_assert!(off <= 0xffff && idx < 32);
-    let word = u32::from((idx as u8 & 31) | (code << 5)) << 8 | (off as u32) << 16;
-    // SAFETY: per the contract.
-    unsafe { (p.sub(4) as *mut u32).write_unaligned(u32::to_le(word)) };
-}
-
-/// The canary byte after a block at `p` of `n` bytes: secret-derived, never 0. Only called for
-/// blocks of groups or mappings with a meta record, which exist only once the secret does.
-#[inline]
-pub(crate) fn canary(p: usize, n: usize) -> u8 {
-    let h = crate::secret::known() ^ (p as u64).rotate_left(17) ^ n as u64;
-    ((h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8) | 1
 }
 
 /// Records the block's size: the slack count in the header code (or at `end - 4`) and the canary.
@@ -181,27 +158,6 @@ pub(crate) unsafe fn nominal_size(p: *const u8, end: *const u8, code: u8) -> Opt
     }
 }
 
-/// Chooses where a block of `n` bytes goes in its slot `[start, end)`: `prev + 1` units into the
-/// slack (cycling back to 0 past its end), so that a dangling pointer to the previous block no longer
-/// names the new one; a never-used slot (`prev == usize::MAX`) starts at a random point.
-#[inline]
-pub(crate) fn cycle_offset(start: usize, end: usize, n: usize, prev: usize, fresh: u32) -> usize {
-    let slack = (end - start - n) / UNIT;
-    if slack == 0 {
-        return 0;
-    }
-    if prev == usize::MAX {
-        // `fresh` scaled into 0..=slack: a multiply, not a division.
-        return ((u64::from(fresh) * (slack as u64 + 1)) >> 32) as usize;
-    }
-    let next = prev + 1;
-    if next > slack {
-        0
-    } else {
-        next
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,26 +208,5 @@ mod tests {
                 assert_eq!(nominal_size(p, end, read(p).code), None, "n = {n}");
             }
         }
-    }
-
-    #[test]
-    fn canary_is_never_zero() {
-        crate::secret::secret();
-        for p in (0..100_000usize).step_by(16) {
-            assert_ne!(canary(p, p / 3), 0);
-        }
-    }
-
-    #[test]
-    fn offsets_cycle_through_the_slack() {
-        let (start, end) = (0, 100);
-        let mut prev = usize::MAX;
-        let mut seen = [false; 3];
-        for _ in 0..6 {
-            prev = cycle_offset(start, end, 60, prev, 0);
-            seen[prev] = true;
-        }
-        assert_eq!(seen, [true; 3]);
-        assert_eq!(cycle_offset(0, 60, 60, 5, 9), 0);
     }
 }

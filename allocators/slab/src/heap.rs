@@ -1,4 +1,4 @@
-//! A heap: one thread's (or a few threads') groups, active lists and usage counts, under one lock.
+//! A heap: one thread's (or a few threads') groups and active lists, under one lock.
 //!
 //! Each thread allocates from its own heap (see `thread.rs`), so mallocs of different threads never
 //! share a lock. Frees from other threads go lock-free into the owner group's `freed` mask and take
@@ -31,20 +31,20 @@ use twinheap_page::Lock;
 use crate::class::{self, CLASSES};
 use crate::fault::{check, report, Fault};
 use crate::group;
-use crate::header::GROUP_HEADER;
 use crate::masks::Lockless;
 use crate::meta::{self, Meta};
 use crate::pending::Pending;
 use crate::secret::SlotRng;
-use crate::slot::{self, Slot};
+use crate::segment;
+use crate::slot::{Slot, USED};
 
 /// Empty groups a heap keeps for reuse, per class: always 2, and more while the class's empty groups
 /// span at most [`RETAIN_BYTES`]. Without this, frees arriving from other threads in bursts empty
-/// groups that are re-created moments later: each a mapping, an unmapping (with its TLB shootdown on
-/// every core) and trips through the global meta-pool lock. Measured on 8 threads passing a quarter of
-/// their blocks to each other: a per-heap limit of 8 groups re-created about 12,000 groups for 800,000
-/// allocations; this policy cut the run from 0.28 s to 0.17 s. Groups released beyond it leave their
-/// mapping to the process-wide recycled mappings (`recycle.rs`) rather than unmapping it. `trim`
+/// groups that are re-created moments later: each a trip through the class's segment lock and the
+/// global meta-pool lock. Measured on 8 threads passing a quarter of their blocks to each other
+/// (with groups in their own mappings then): a per-heap limit of 8 groups re-created about 12,000
+/// groups for 800,000 allocations; this policy cut the run from 0.28 s to 0.17 s. Groups released
+/// beyond it go back to their segment (`segment.rs`), where any heap takes them again. `trim`
 /// releases them all.
 const RETAIN_EMPTY: u32 = 2;
 const RETAIN_BYTES: usize = 256 << 10;
@@ -141,38 +141,38 @@ unsafe impl Sync for Heap {}
 
 pub(crate) struct State {
     active: [*mut Meta; CLASSES],
-    usage: [u32; CLASSES],
     /// Per class: groups with every slot free, kept for reuse (fresh groups count until their first
     /// slot goes).
     empty: [u32; CLASSES],
     all: *mut Meta,
     rng: SlotRng,
-    /// Set while the owner refills a batch: a group that needs a new mapping is not mapped under
-    /// the lock; `wanted` says which, and the owner maps it after unlocking (see [`Spare`]).
+    /// Set while the owner refills a batch: a new group is not made under the lock; `wanted`
+    /// says of which class, and the owner makes it after unlocking (see [`Spare`]).
     defer: bool,
-    pub(crate) wanted: Option<(usize, usize)>,
-    /// A mapping and record made outside the lock for the next group of its class.
+    pub(crate) wanted: Option<usize>,
+    /// Memory and a record made outside the lock for the next group of its class.
     pub(crate) spare: Option<Spare>,
 }
 
-/// Memory for a group made without holding the heap lock, so that the lock is never held across
-/// mmap (other threads' frees into this heap may need it) nor across the metadata pool's lock.
+/// Memory for a group taken without holding the heap lock, so that the lock is never held across
+/// the segment and metadata-pool locks nor an mmap (other threads' frees into this heap may need
+/// it).
 pub(crate) struct Spare {
     class: usize,
-    cnt: usize,
-    mapping: twinheap_page::Mapping,
+    mem: *mut u8,
+    recycled: bool,
     meta: *mut Meta,
 }
 
 impl Spare {
-    /// Maps a group of `cnt` slots of `class` and takes its record; `None` when out of memory.
-    pub(crate) fn prepare(class: usize, cnt: usize) -> Option<Spare> {
+    /// Takes a group of `class` from its segments, and its record; `None` when out of memory.
+    pub(crate) fn prepare(class: usize) -> Option<Spare> {
         let meta = meta::alloc(false)?;
-        match group::map_group(class, cnt, false) {
-            Some((mapping, cnt)) => Some(Spare {
+        match segment::take(class, false) {
+            Some((mem, recycled)) => Some(Spare {
                 class,
-                cnt,
-                mapping,
+                mem,
+                recycled,
                 meta,
             }),
             None => {
@@ -183,15 +183,12 @@ impl Spare {
         }
     }
 
-    /// Gives an unused spare back (call without the heap lock): its mapping, never written, to the
-    /// recycled mappings, or to the OS when they are full.
+    /// Gives an unused spare back (call without the heap lock).
     pub(crate) fn discard(self) {
-        // SAFETY: neither the record nor the mapping was ever published.
+        // SAFETY: neither the record nor the memory was ever published or written.
         unsafe {
             meta::free(self.meta);
-            if let Some(mapping) = crate::recycle::put(self.mapping, 0) {
-                let _ = mapping.unmap();
-            }
+            segment::put(self.mem, self.class, 0);
         }
     }
 }
@@ -204,7 +201,6 @@ impl Heap {
             pending: Pending::new(),
             state: UnsafeCell::new(State {
                 active: [ptr::null_mut(); CLASSES],
-                usage: [0; CLASSES],
                 empty: [0; CLASSES],
                 all: ptr::null_mut(),
                 rng: SlotRng::from_entropy(),
@@ -310,8 +306,7 @@ pub(crate) struct Released {
 }
 
 impl Released {
-    /// Gives the groups back (munmap, or a free of the slot they were nested in). Call without the
-    /// heap lock.
+    /// Gives the groups back to their segments. Call without the heap lock.
     pub(crate) fn release(self) {
         let mut g = self.first;
         while !g.is_null() {
@@ -382,8 +377,8 @@ impl State {
     }
 
     /// Takes up to [`BATCH`] random available slots of `class` for an owner batch. When that needs
-    /// a group with a new mapping, returns `None` with `wanted` set instead of mapping under the
-    /// lock (unless `spare` holds one already): the caller maps it unlocked and calls again.
+    /// a new group, returns `None` with `wanted` set instead of making it under the lock (unless
+    /// `spare` holds one already): the caller makes it unlocked and calls again.
     ///
     /// When the group yields at most half of [`BATCH`] and the slots are at most
     /// [`SECOND_TAKE_MAX_STRIDE`] bytes, the rest comes from the group the class would use next,
@@ -516,7 +511,7 @@ impl State {
             }
             // Activate the slots in the next 4 KiB of the group (at least one more).
             let stride = class::stride(usize::from(g.class));
-            let storage = g.mem as usize + GROUP_HEADER;
+            let storage = g.mem as usize;
             let edge = (storage + (usize::from(g.active_idx) + 2) * stride + 4095) & !4095;
             let last = ((edge - storage) / stride).saturating_sub(1);
             g.active_idx = last.clamp(usize::from(g.active_idx) + 1, usize::from(g.last_idx)) as u8;
@@ -530,52 +525,37 @@ impl State {
         class: usize,
         try_only: bool,
     ) -> Option<*mut Meta> {
-        let cnt = group::count(class, self.usage[class] as usize);
-        let span = group::span(class, cnt);
-        let (m, placed) = if group::is_nested(span) {
-            let m = meta::alloc(try_only)?;
-            // SAFETY: lock held; the nested block comes from a larger class of this same heap.
-            let placed =
-                unsafe { self.take_nested(heap, span, try_only) }.map(|p| (p, None, cnt, cnt));
-            (m, placed)
-        } else if let Some(spare) = self.spare.take_if(|s| s.class == class) {
-            let active = group::initial_active(class, spare.cnt);
-            let mem = spare.mapping.ptr().as_ptr();
-            (
-                spare.meta,
-                Some((mem, Some(spare.mapping), spare.cnt, active)),
-            )
+        let (m, mem, recycled) = if let Some(spare) = self.spare.take_if(|s| s.class == class) {
+            (spare.meta, spare.mem, spare.recycled)
         } else if self.defer {
-            self.wanted = Some((class, cnt));
+            self.wanted = Some(class);
             return None;
         } else {
             let m = meta::alloc(try_only)?;
-            let placed = group::map_group(class, cnt, try_only).map(|(mapping, cnt)| {
-                (
-                    mapping.ptr().as_ptr(),
-                    Some(mapping),
-                    cnt,
-                    group::initial_active(class, cnt),
-                )
-            });
-            (m, placed)
+            let Some((mem, recycled)) = segment::take(class, try_only) else {
+                // SAFETY: the record was never published.
+                unsafe { meta::free(m) };
+                return None;
+            };
+            (m, mem, recycled)
         };
-        let Some((mem, mapping, cnt, active)) = placed else {
-            // SAFETY: the record was never published.
-            unsafe { meta::free(m) };
-            return None;
-        };
-        // SAFETY: `m` is a fresh zeroed record; `mem` is zeroed group memory of `span` bytes or more.
+        let cnt = class::count(class);
+        // SAFETY: `m` is a fresh zeroed record; `mem` is a group of `class` taken for it.
         unsafe {
             let meta = &mut *m;
             meta.mem = mem;
             meta.heap = heap;
             meta.class = class as u8;
             meta.last_idx = (cnt - 1) as u8;
-            meta.active_idx = (active - 1) as u8;
-            meta.mapping = mapping;
+            meta.active_idx = (group::initial_active(class) - 1) as u8;
+            if recycled {
+                // Another group used these slots: scan each before its first block.
+                for word in &meta.slots[..cnt] {
+                    word.store(USED, Relaxed);
+                }
+            }
             meta.masks.init(meta.all_slots(), meta.active_slots());
-            (mem as *mut *mut Meta).write(m);
+            segment::publish(mem, m);
             meta.all_next = self.all;
             if !self.all.is_null() {
                 (*self.all).all_prev = m;
@@ -583,22 +563,8 @@ impl State {
             self.all = m;
             self.queue(class, m);
         }
-        self.usage[class] += cnt as u32;
         self.empty[class] += 1;
         Some(m)
-    }
-
-    /// A block of `span` bytes from a larger class, to hold a nested group.
-    unsafe fn take_nested(
-        &mut self,
-        heap: *const Heap,
-        span: usize,
-        try_only: bool,
-    ) -> Option<*mut u8> {
-        // SAFETY: lock held; recursion is bounded because the parent class is strictly larger.
-        let slot = unsafe { self.take(heap, class::of(span), try_only)? };
-        // SAFETY: the slot was just taken from this heap and is ours alone.
-        Some(unsafe { slot::enframe_nested(slot, span) })
     }
 
     /// The locked part of a free of the slots `bits`: called when the group had no freed slots (it
@@ -625,7 +591,6 @@ impl State {
                 self.unlink_all(m);
             }
             meta.dying = true;
-            self.usage[class] -= u32::from(meta.last_idx) + 1;
             return Some(m);
         }
         if !queued {
@@ -642,7 +607,8 @@ impl State {
     /// Whether a group of `class` that just became empty stays for reuse (see [`RETAIN_EMPTY`]).
     fn keep_empty(&self, class: usize, meta: &Meta) -> bool {
         let kept = self.empty[class];
-        let span = group::span(class, usize::from(meta.last_idx) + 1);
+        debug_assert!(usize::from(meta.last_idx) + 1 == class::count(class));
+        let span = class::span(class);
         kept < RETAIN_EMPTY || (kept as usize + 1) * span <= RETAIN_BYTES
     }
 
@@ -675,7 +641,6 @@ impl State {
                     }
                     self.unlink_all(m);
                     meta.dying = true;
-                    self.usage[class] -= u32::from(meta.last_idx) + 1;
                     return Some(m);
                 }
                 m = meta.all_next;

@@ -1,8 +1,9 @@
 //! twinheap's slab allocator: musl mallocng's hardening, with per-thread heaps so it scales.
 //!
-//! Requests up to 131052 bytes are served from 48 size classes of 16-byte units, in groups of 1 to 32
-//! equal slots; larger ones get their own mapping between guard pages. Metadata lives out of band in
-//! meta areas stamped with a per-process secret; every free, realloc and usable-size call validates the
+//! Requests up to 131056 bytes are served from 48 size classes of 16-byte units, in groups of 1 to 32
+//! equal slots laid out in 1 MiB segments with no header next to any block; larger ones get their own
+//! mapping between guard pages. Metadata lives out of band in records stamped with a per-process
+//! secret, found from the address alone; every free, realloc and usable-size call validates the
 //! pointer against it before writing anything, and any inconsistency aborts with one line on stderr:
 //! `twinheap(slab): <fault> at 0x<address>`. Freed slots are zeroed and checked for writes before
 //! reuse; reuse is delayed and slot choice randomised.
@@ -46,9 +47,9 @@ mod meta;
 #[cfg(not(loom))]
 mod pending;
 #[cfg(not(loom))]
-mod recycle;
-#[cfg(not(loom))]
 mod secret;
+#[cfg(not(loom))]
+mod segment;
 #[cfg(not(loom))]
 mod slot;
 #[cfg(not(loom))]

@@ -17,7 +17,7 @@
 
 use core::mem::size_of;
 use core::ptr;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Release};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Release};
 
 use twinheap_page::{map, page_size, MapOptions, Mapping, Mutex};
 
@@ -37,12 +37,13 @@ pub(crate) const LARGE: u8 = 63;
 /// Which lock guards what: `prev`, `next`, `all_prev`, `all_next`, `active_idx` and `dying` change
 /// only under the owner heap's lock (the large-block list lock for large blocks); `masks` follow the
 /// protocol in `masks.rs`; `mem`, `heap`, `last_idx`, `class` and `mapping` are set before the group's first slot is
-/// handed out and cleared only after its last slot is free.
+/// handed out and cleared only after its last slot is free; `slots[i]` is written by whoever holds
+/// slot `i` (the thread that hands it out, then the one that frees it).
 #[repr(C)]
 pub(crate) struct Meta {
     pub(crate) prev: *mut Meta,
     pub(crate) next: *mut Meta,
-    /// The group header this record describes; it must point back here.
+    /// The group's first slot (a large block's mapping); a free checks it against the address.
     pub(crate) mem: *mut u8,
     /// Owner heap (null for large allocations).
     pub(crate) heap: *const Heap,
@@ -62,9 +63,12 @@ pub(crate) struct Meta {
     /// Links of the owner's list of all its groups (full ones included), for statistics and trim.
     pub(crate) all_prev: *mut Meta,
     pub(crate) all_next: *mut Meta,
+    /// Per slot, what its block is (see `slot.rs`): requested size, offset in the slot, whether it
+    /// is live and whether the slot was ever used. Kept here, out of band, instead of in a header.
+    pub(crate) slots: [AtomicU32; 32],
 }
 
-static_assertions::const_assert!(size_of::<Meta>() <= 88);
+static_assertions::const_assert!(size_of::<Meta>() <= 216);
 static_assertions::const_assert!(AREA % 16 == 0 && AREA_HEADER % 8 == 0);
 
 /// Records per area.
@@ -381,7 +385,7 @@ pub(crate) enum Record {
 
 /// Classifies `addr` without dereferencing anything outside the meta regions.
 ///
-/// Every free runs this, so the common case is short: the record-boundary test is one multiply,
+/// Every free runs this (on the meta pointer its segment names), so the common case is short: the record-boundary test is one multiply,
 /// one rotate and one compare (see [`record_index`]), membership of the newest region one xor and
 /// one shift (see [`NEWEST`]), then the area's check word. Older regions, and the answers other
 /// than [`Record::Valid`], are found out of line.
@@ -432,7 +436,7 @@ fn check_older(addr: usize) -> Record {
     Record::NotMeta
 }
 
-/// Bytes per record, split into a power of two and an odd factor (88 = 8 · 11).
+/// Bytes per record, split into a power of two and an odd factor (216 = 8 · 27).
 const RECORD: usize = size_of::<Meta>();
 const RECORD_SHIFT: u32 = RECORD.trailing_zeros();
 const RECORD_ODD: u32 = (RECORD >> RECORD_SHIFT) as u32;

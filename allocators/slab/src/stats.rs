@@ -3,15 +3,18 @@
 //! Nothing is counted on the allocation paths: a walk costs time proportional to the number of groups
 //! and is meant for occasional calls (malloc_stats, TWINHEAP_STATS, tests).
 
+use core::sync::atomic::Ordering::Relaxed;
+
 use crate::class::{self, CLASSES, UNIT};
-use crate::header::{self, CODE_NESTED, CODE_START, CODE_U32, GROUP_HEADER, HEADER_AFTER};
+use crate::header::{self, CODE_START, CODE_U32, GROUP_HEADER, HEADER_AFTER};
 use crate::meta::{self, Meta};
-use crate::{large, recycle, thread};
+use crate::slot::{self, LIVE};
+use crate::{large, segment, thread};
 
 /// One class's counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClassStats {
-    /// Blocks in use (nested groups excluded).
+    /// Blocks in use.
     pub blocks: usize,
     /// Slots in existence (in use or not).
     pub slots: usize,
@@ -26,13 +29,15 @@ pub struct SlabStats {
     pub requested: usize,
     /// Bytes of the slots those blocks occupy (slot strides; for large blocks, their mappings).
     pub in_slots: usize,
-    /// Bytes mapped for user memory: group mappings, large blocks, cached freed large blocks and the
-    /// tombstones of freed large blocks (usable bytes: guard pages and reserved room excluded).
+    /// Bytes mapped for user memory: segments (1 MiB each, whose never-used tails are address space
+    /// only), large blocks, cached freed large blocks and the tombstones of freed large blocks
+    /// (usable bytes: guard pages and reserved room excluded).
     pub mapped: usize,
-    /// Bytes mapped for metadata: meta regions and heap records.
+    /// Bytes mapped for metadata: meta regions, segment records, the segment map's leaves and heap
+    /// records.
     pub metadata: usize,
-    /// Of `mapped`: mappings of released groups kept for the next new group (any class, any
-    /// heap); `trim` unmaps them.
+    /// Of `mapped`: pages of released groups kept resident for the next new group of their class
+    /// (any heap); `trim` gives them back.
     pub recycled: usize,
     /// Large blocks in use.
     pub large_blocks: usize,
@@ -66,8 +71,11 @@ pub fn stats() -> SlabStats {
     let thread::Entry::Session(_session) = thread::enter() else {
         return SlabStats::default();
     };
+    let (segments, resident, records) = segment::bytes();
     let mut s = SlabStats {
-        metadata: meta::mapped_bytes() + thread::heap_bytes(),
+        mapped: segments,
+        recycled: resident,
+        metadata: meta::mapped_bytes() + thread::heap_bytes() + records,
         ..SlabStats::default()
     };
     thread::for_each_heap(|heap| {
@@ -82,8 +90,7 @@ pub fn stats() -> SlabStats {
             unsafe { count_group(&*m, batched, &mut s) };
         }
     });
-    s.recycled = recycle::bytes();
-    s.mapped += large::tombstone_bytes() + s.recycled;
+    s.mapped += large::tombstone_bytes();
     (s.large_cached_bytes, s.large_cached) = large::cached();
     s.mapped += s.large_cached_bytes;
     large::for_each(|m| {
@@ -97,8 +104,7 @@ pub fn stats() -> SlabStats {
                     m.mem.add(GROUP_HEADER),
                     m.mem.add(mapping.len() - HEADER_AFTER),
                 )
-            }
-            .0;
+            };
         }
     });
     s
@@ -114,31 +120,25 @@ unsafe fn count_group(m: &Meta, batched: u32, s: &mut SlabStats) {
     let c = &mut s.classes[class];
     c.groups += 1;
     c.slots += slots;
-    if let Some(mapping) = m.mapping {
-        s.mapped += mapping.len();
-    }
     let live = m.all_slots() & !m.masks.free_or_avail() & !batched;
     for idx in 0..slots {
         if live & (1 << idx) == 0 {
             continue;
         }
-        // SAFETY: the group is live (heap lock held), so its slots are readable.
-        let (n, nested) = unsafe {
-            let start = m.mem.add(GROUP_HEADER + idx * stride);
-            block_size(start, start.add(stride - HEADER_AFTER))
-        };
-        if !nested {
+        // A slot being framed or freed right now may read either way; the snapshot allows it.
+        let word = m.slots[idx].load(Relaxed);
+        if word & LIVE != 0 {
             c.blocks += 1;
-            s.requested += n;
+            s.requested += slot::size_of(word);
             s.in_slots += stride;
         }
     }
 }
 
-/// The requested size of the block in the slot `[start, end)`, read without validation, and whether
-/// the slot holds a nested group instead.
-unsafe fn block_size(start: *mut u8, end: *mut u8) -> (usize, bool) {
-    // SAFETY: the caller guarantees the slot and its header area are readable.
+/// The requested size of a large block whose usable bytes are `[start, end)`, read without
+/// validation.
+unsafe fn block_size(start: *mut u8, end: *mut u8) -> usize {
+    // SAFETY: the caller guarantees the block and its header area are readable.
     unsafe {
         let h = header::read(start);
         let p = if h.code == CODE_START {
@@ -149,10 +149,9 @@ unsafe fn block_size(start: *mut u8, end: *mut u8) -> (usize, bool) {
         let h = header::read(p);
         let room = (end as usize).saturating_sub(p as usize);
         let reserved = match h.code {
-            CODE_NESTED => return (0, true),
             CODE_U32 => (end.sub(4) as *const u32).read_unaligned() as usize,
             code => usize::from(code),
         };
-        (room.saturating_sub(reserved), false)
+        room.saturating_sub(reserved)
     }
 }

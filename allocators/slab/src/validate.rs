@@ -1,77 +1,159 @@
 //! Validation of a pointer handed back to slab: every check runs before anything is written.
 //!
-//! free, realloc and usable-size all start here. From the pointer alone the checks establish, in order:
-//! it is 16-byte aligned; its in-band header is well formed; the group header it leads to names a meta
-//! record that lies in a meta area stamped with the secret; that record points back at the same group;
-//! the slot index is within the group and the pointer lies inside that slot; the slot is in use (not
-//! free, not waiting for reuse, not never-handed-out); and the slack after the block and the next
-//! slot's header are intact. Large blocks must be the exact block slab placed in a mapping it made.
+//! free, realloc and usable-size all start here. A pointer inside a segment (`segment.rs`) is a
+//! block of a size class; from the address alone, and without reading the bytes around it, the
+//! checks establish in order: it is 16-byte aligned; its segment's record carries the secret; the
+//! group holding it is live and its entry names a meta record in a meta area stamped with the
+//! secret, which names this group and class back; the slot's word (in the record) says a block is
+//! live there and starts exactly at this address; the masks agree the slot is in use; the canary
+//! after the block is intact. Any other pointer must be a large block: its in-band header must
+//! lead to a record that names exactly the mapping slab made for it.
+
+use core::sync::atomic::Ordering::{Acquire, Relaxed};
 
 use crate::class::{self, CLASSES, UNIT};
 use crate::fault::{check, report, Fault};
-use crate::header::{self, CODE_NESTED, CODE_START, FLAG_BIG, FLAG_FREED, GROUP_HEADER};
+use crate::header::{self, CODE_START, FLAG_BIG, FLAG_FREED, GROUP_HEADER};
 use crate::meta::{self, Meta, LARGE};
+use crate::segment;
+use crate::slot::{self, LIVE, USED};
 
 /// A validated block.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Block {
     pub meta: *mut Meta,
     pub idx: usize,
-    /// Start of the group's slot storage.
-    pub storage: *mut u8,
-    /// Start of the block's slot, and the end of its usable bytes (the next slot's header).
+    /// Start of the block's slot, and the end of the bytes it may use.
     pub start: *mut u8,
     pub end: *mut u8,
     /// The block and its requested size.
     pub p: *mut u8,
     pub n: usize,
-    /// The header's size code.
-    pub code: u8,
-}
-
-/// What the caller is about to do with the block.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Purpose {
-    /// A user pointer (free, realloc, usable size).
-    User,
-    /// slab's own release of the slot that holds a nested group.
-    Nested,
 }
 
 /// Validates `p` or aborts with the fault found.
 ///
 /// # Safety
-/// The bytes just before `p` must be readable (true of any pointer slab handed out, and of most other
-/// pointers; a wild pointer at the very start of a mapping may fault instead of being reported).
+/// For a pointer outside every segment, the bytes just before `p` must be readable (true of any
+/// large block slab handed out, and of most other pointers; a wild pointer at the very start of a
+/// mapping may fault instead of being reported).
 #[inline(always)]
-pub(crate) unsafe fn block(p: *mut u8, purpose: Purpose) -> Block {
+pub(crate) unsafe fn block(p: *mut u8) -> Block {
     let a = p as usize;
     check(a % UNIT == 0 && a != 0, Fault::InvalidFree, a);
-    // SAFETY: per the contract.
-    let word = unsafe { u32::from_le((p.sub(4) as *const u32).read_unaligned()) };
-    let idx8 = (word >> 8) as u8 & 31;
-    let code = (word >> 13) as u8 & 7;
-    // A live block slab made in a group has no flags: check that case inline, everything else
-    // (freed, big offset, garbage) out of line.
-    let off = if word as u8 == 0 {
-        let code_ok = match purpose {
-            Purpose::User => code < CODE_NESTED,
-            Purpose::Nested => code == CODE_NESTED,
-        };
-        check(code_ok, Fault::InvalidFree, a);
-        (word >> 16) as usize
-    } else {
+    let seg = segment::find(a);
+    if seg.is_null() {
         // SAFETY: per the contract.
-        unsafe { flagged(p, purpose) }
-    };
-    let Some(base) = off
+        return unsafe { large(p) };
+    }
+    // SAFETY: the map names only live records.
+    let seg = unsafe { &*seg };
+    // Segments exist only once the secret does (`segment::create` makes it first).
+    if seg.check != crate::secret::known() || (a ^ seg.base) >> class::SEG_SHIFT != 0 {
+        report(Fault::CorruptedMetadata, a);
+    }
+    let class = usize::from(seg.class);
+    check(class < CLASSES, Fault::CorruptedMetadata, a);
+    let off = a - seg.base;
+    let gi = class::group_index(class, off);
+    check(gi < seg.groups as usize, Fault::InvalidFree, a);
+    let entry = seg.entry(gi).load(Acquire);
+    if entry & 7 != 0 || entry == 0 {
+        // Released (odd: a link) or never handed out: nothing slab gave out is there now.
+        report(
+            if entry & 1 != 0 {
+                Fault::DoubleFree
+            } else {
+                Fault::InvalidFree
+            },
+            a,
+        );
+    }
+    match meta::check_record(entry) {
+        meta::Record::Valid => {}
+        meta::Record::NotMeta | meta::Record::BadCheck => report(Fault::CorruptedMetadata, a),
+    }
+    let m = entry as *mut Meta;
+    // SAFETY: `m` is a record inside a live meta area (regions are never unmapped).
+    let meta = unsafe { &*m };
+    let span = class::span(class);
+    let group = seg.base + gi * span;
+    check(
+        meta.mem as usize == group && usize::from(meta.class) == class,
+        Fault::CorruptedMetadata,
+        a,
+    );
+    let stride = class::stride(class);
+    let idx = class::slot_index(class, off - gi * span);
+    check(idx <= usize::from(meta.last_idx), Fault::InvalidFree, a);
+    let start = group + idx * stride;
+    let word = meta.slots[idx & 31].load(Relaxed);
+    if word & LIVE == 0 {
+        report(
+            if word & USED != 0 {
+                Fault::DoubleFree
+            } else {
+                Fault::InvalidFree
+            },
+            a,
+        );
+    }
+    check(
+        a == start + slot::offset_of(word) * UNIT,
+        Fault::InvalidFree,
+        a,
+    );
+    check(
+        meta.masks.free_or_avail() & (1 << idx) == 0,
+        Fault::InvalidFree,
+        a,
+    );
+    let n = slot::size_of(word);
+    let end = start + stride;
+    check(a + n <= end, Fault::CorruptedMetadata, a);
+    // SAFETY: p + n lies in the block's slot, which is live group memory.
+    if a + n < end && unsafe { *p.add(n) } != slot::canary(a, n) {
+        report(Fault::HeapOverflow, a);
+    }
+    Block {
+        meta: m,
+        idx,
+        start: start as *mut u8,
+        end: end as *mut u8,
+        p,
+        n,
+    }
+}
+
+/// [`block`] for a pointer outside every segment: it must be a large block.
+///
+/// # Safety
+/// As for [`block`].
+#[cold]
+#[inline(never)]
+unsafe fn large(p: *mut u8) -> Block {
+    let a = p as usize;
+    // SAFETY: per the contract.
+    let h = unsafe { header::read(p) };
+    check(
+        h.flags & !(FLAG_BIG | FLAG_FREED) == 0 && h.off != usize::MAX && h.code != CODE_START,
+        Fault::InvalidFree,
+        a,
+    );
+    // A header marked freed means this pointer was freed already. Report it before looking at the
+    // metadata, which a large block's tombstone no longer has.
+    if h.flags & FLAG_FREED != 0 {
+        report(Fault::DoubleFree, a);
+    }
+    let Some(base) = h
+        .off
         .checked_mul(UNIT)
         .and_then(|d| a.checked_sub(d + GROUP_HEADER))
     else {
         report(Fault::InvalidFree, a)
     };
-    // SAFETY: `base` is at most ~64 GiB below `p`; for blocks slab made it is the group header. A
-    // forged offset may point at unmapped memory, which faults rather than being reported.
+    // SAFETY: for blocks slab made, `base` is the mapping's group header. A forged offset may point
+    // at unmapped memory, which faults rather than being reported.
     let meta_addr = unsafe { (base as *const usize).read() };
     match meta::check_record(meta_addr) {
         meta::Record::Valid => {}
@@ -82,89 +164,30 @@ pub(crate) unsafe fn block(p: *mut u8, purpose: Purpose) -> Block {
     // SAFETY: `m` is a record inside a live meta area (regions are never unmapped).
     let meta = unsafe { &*m };
     check(meta.mem as usize == base, Fault::InvalidFree, a);
-    let class = meta.class;
-    if usize::from(class) >= CLASSES && class != LARGE {
-        report(Fault::CorruptedMetadata, a);
-    }
-    check(idx8 <= meta.last_idx, Fault::InvalidFree, a);
-    let storage = (base + GROUP_HEADER) as *mut u8;
-    let idx = usize::from(idx8);
-    let (start, end) = if class == LARGE {
-        let Some(mapping) = meta.mapping else {
-            report(Fault::CorruptedMetadata, a)
-        };
-        check(
-            idx == 0 && mapping.ptr().as_ptr() as usize == base,
-            Fault::CorruptedMetadata,
-            a,
-        );
-        (
-            storage,
-            (base + mapping.len() - header::HEADER_AFTER) as *mut u8,
-        )
-    } else {
-        let stride = class::stride(usize::from(class));
-        let start = storage as usize + idx * stride;
-        (
-            start as *mut u8,
-            (start + stride - header::HEADER_AFTER) as *mut u8,
-        )
+    // A record of a group: a block header forged outside the segments, or a stale group record.
+    check(meta.class == LARGE, Fault::InvalidFree, a);
+    let Some(mapping) = meta.mapping else {
+        report(Fault::CorruptedMetadata, a)
     };
     check(
-        a >= start as usize && a <= end as usize,
-        Fault::InvalidFree,
+        h.idx == 0 && mapping.ptr().as_ptr() as usize == base,
+        Fault::CorruptedMetadata,
         a,
     );
-
-    let bit = 1u32 << idx;
-    check(meta.masks.free_or_avail() & bit == 0, Fault::InvalidFree, a);
-    let n = match purpose {
-        // A nested group's size is known from its own record; its slot carries no slack encoding.
-        Purpose::Nested => 0,
-        // SAFETY: the header was validated against the meta record; [p - 4, end] is inside the slot
-        // (or the large mapping) and readable.
-        Purpose::User => match unsafe { header::nominal_size(p, end, code) } {
-            Some(n) => n,
-            None => report(Fault::HeapOverflow, a),
-        },
+    let start = base + GROUP_HEADER;
+    let end = base + mapping.len() - header::HEADER_AFTER;
+    check(a >= start && a <= end, Fault::InvalidFree, a);
+    check(meta.masks.free_or_avail() & 1 == 0, Fault::InvalidFree, a);
+    // SAFETY: the header was validated against the meta record; [p - 4, end] is inside the mapping.
+    let Some(n) = (unsafe { header::nominal_size(p, end as *const u8, h.code) }) else {
+        report(Fault::HeapOverflow, a)
     };
     Block {
         meta: m,
-        idx,
-        storage,
-        start,
-        end,
+        idx: 0,
+        start: start as *mut u8,
+        end: end as *mut u8,
         p,
         n,
-        code,
     }
-}
-
-/// The header checks of [`block`] for a header with flags set: a freed block (double free), a
-/// block placed more than 1 MiB into its group (big offset), or not a header at all. Returns the
-/// block's offset from its group's storage, in units.
-///
-/// # Safety
-/// As for [`block`].
-#[cold]
-#[inline(never)]
-unsafe fn flagged(p: *mut u8, purpose: Purpose) -> usize {
-    let a = p as usize;
-    // SAFETY: per the contract.
-    let h = unsafe { header::read(p) };
-    let code_ok = match purpose {
-        Purpose::User => h.code != CODE_START && h.code != CODE_NESTED,
-        Purpose::Nested => h.code == CODE_NESTED,
-    };
-    check(
-        h.flags & !(FLAG_BIG | FLAG_FREED) == 0 && h.off != usize::MAX && code_ok,
-        Fault::InvalidFree,
-        a,
-    );
-    // A header marked freed means this pointer was freed already. Report it before looking at the
-    // metadata, which a large block's tombstone no longer has.
-    if h.flags & FLAG_FREED != 0 {
-        report(Fault::DoubleFree, a);
-    }
-    h.off
 }
