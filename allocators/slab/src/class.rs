@@ -61,10 +61,10 @@ pub(crate) const SEG_SHIFT: u32 = 20;
 const K: u32 = 2 * SEG_SHIFT;
 
 const fn magic(d: u64) -> u64 {
-    if d == 0 {
-        0
-    } else {
-        ((1u64 << K) + d - 1) / d
+    match (1u64 << K).checked_div(d) {
+        // ceil(2^K / d); the padding entries (d == 0) are never used.
+        Some(q) => q + ((1u64 << K) % d != 0) as u64,
+        None => 0,
     }
 }
 
@@ -183,7 +183,10 @@ mod tests {
     fn groups_fit_a_segment_and_divisions_are_exact() {
         for class in 0..CLASSES {
             let (cnt, span, stride) = (count(class), span(class), stride(class));
-            assert!((1..=32).contains(&cnt) && span <= 1 << SEG_SHIFT, "class {class}");
+            assert!(
+                (1..=32).contains(&cnt) && span <= 1 << SEG_SHIFT,
+                "class {class}"
+            );
             assert!(cnt == 32 || span + stride > 1 << SEG_SHIFT, "class {class}");
             // Every quotient boundary and its neighbours, up to the end of a segment.
             for d in [span, stride] {

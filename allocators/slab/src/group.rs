@@ -28,7 +28,10 @@ mod tests {
         for class in 0..class::CLASSES {
             let active = initial_active(class);
             assert!(active >= 1 && active <= class::count(class));
-            assert!(active == 1 || active * class::stride(class) <= 4096, "class {class}");
+            assert!(
+                active == 1 || active * class::stride(class) <= 4096,
+                "class {class}"
+            );
         }
         assert_eq!(initial_active(0), 32);
     }

@@ -6,12 +6,15 @@
 //! the secret. A linear overflow from user memory cannot reach this metadata, and a forged group header
 //! cannot point a free at a fake record without knowing the secret and owning a meta region.
 //!
-//! Records are recycled through a free list, zeroed first, so a stale group header leads to a record
-//! whose `mem` no longer points back. Regions are never unmapped (as in mallocng), so a meta pointer
-//! that once was valid stays readable. `trim` gives the pages of areas whose records are all free
+//! Records are recycled through a free list, zeroed first, so a stale pointer leads to a record
+//! whose `mem` no longer points back. `trim` gives the pages of areas whose records are all free
 //! back to the OS (MADV_DONTNEED: they read as zero and cost no memory until reused); a bitmap marks
 //! them released, so a stale meta pointer into one is recognised as not naming a record rather than
-//! as a corrupted area. Released areas are reused before new ones are carved. The pool has one lock,
+//! as a corrupted area. Released areas are reused before new ones are carved. A region whose areas
+//! are all released is unmapped by `trim` and leaves the region table, so a pointer into it is no
+//! longer inside any region and is rejected before anything is read (mallocng never unmaps its
+//! meta areas: there a meta pointer comes from an in-band header; here blocks of size classes find
+//! their record out of band, and a large block's record is live as long as the block). The pool has one lock,
 //! taken only when a group is created or released (and by trim), never on the malloc or free fast
 //! paths.
 
@@ -100,6 +103,8 @@ struct Pool {
     next_region: usize,
     /// Areas given back to the OS by [`release_unused`], available for reuse.
     released: usize,
+    /// Each region's mapping, by table index; `None` for a free index.
+    mappings: [Option<Mapping>; MAX_REGIONS],
 }
 
 // SAFETY: the pool's pointers name process-global meta memory; the Mutex serialises all access.
@@ -113,9 +118,12 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
     region_end: 0,
     next_region: 64 << 10,
     released: 0,
+    mappings: [None; MAX_REGIONS],
 });
 
-/// Meta regions, append-only, so that a free can range-check a meta pointer without a lock.
+/// Meta regions, so that a free can range-check a meta pointer without a lock. An index whose
+/// region was unmapped reads 0 for both bounds (which no address lies between) until a new region
+/// takes it.
 const MAX_REGIONS: usize = 48;
 static REGION_START: [AtomicUsize; MAX_REGIONS] = [const { AtomicUsize::new(0) }; MAX_REGIONS];
 static REGION_END: [AtomicUsize; MAX_REGIONS] = [const { AtomicUsize::new(0) }; MAX_REGIONS];
@@ -197,7 +205,10 @@ pub(crate) fn alloc(try_only: bool) -> Option<*mut Meta> {
 }
 
 fn new_region(pool: &mut Pool) -> Option<usize> {
-    let index = REGIONS.load(Acquire);
+    let used = REGIONS.load(Acquire);
+    let index = (0..used)
+        .find(|&i| pool.mappings[i].is_none())
+        .unwrap_or(used);
     if index == MAX_REGIONS {
         return None;
     }
@@ -210,7 +221,10 @@ fn new_region(pool: &mut Pool) -> Option<usize> {
     let start = region.ptr().as_ptr() as usize;
     REGION_START[index].store(start, Release);
     REGION_END[index].store(start + region.len(), Release);
-    REGIONS.store(index + 1, Release);
+    pool.mappings[index] = Some(region);
+    if index == used {
+        REGIONS.store(index + 1, Release);
+    }
     // A region that is not aligned to its length (never expected) is left to the slow path.
     let aligned = len.is_power_of_two() && start & (len - 1) == 0 && region.len() >= len;
     debug_assert!(aligned);
@@ -232,6 +246,9 @@ fn new_region(pool: &mut Pool) -> Option<usize> {
 /// Takes a released area back into use; its page reads zero again, so it is a fresh area.
 fn reuse_released(pool: &mut Pool) -> usize {
     for region in 0..REGIONS.load(Acquire) {
+        if pool.mappings[region].is_none() {
+            continue;
+        }
         for (w, word) in RELEASED[region].iter().enumerate() {
             let bits = word.load(Acquire);
             if bits != 0 {
@@ -268,6 +285,15 @@ pub(crate) fn release_unused() -> usize {
             *count(m as usize & !(AREA - 1)) += 1;
             m = (*m).next;
         }
+    }
+    // The area being carved: its records past the cursor were never handed out, so they count as
+    // free too; if the whole area goes, carving starts afresh (below).
+    if pool.cursor != 0 {
+        // SAFETY: as above.
+        unsafe {
+            *count((pool.area_end - 1) & !(AREA - 1)) +=
+                (pool.area_end - pool.cursor) / size_of::<Meta>()
+        };
     }
     let whole = |area: usize| {
         // SAFETY: as above.
@@ -355,7 +381,47 @@ pub(crate) fn release_unused() -> usize {
             }
         }
     }
+    unmap_released_regions(&mut pool);
     released
+}
+
+/// Unmaps every region whose areas are all released (for `trim`): its address space goes back too.
+/// Meta pointers reach a free only from slab's own out-of-band records (segment entries) or from a
+/// large block's header, whose record is live while the block is; a stale pointer into an unmapped
+/// region is not inside any region any more, so it reads as "not a record" without a dereference
+/// (only a free racing with this trim could still fault).
+fn unmap_released_regions(pool: &mut Pool) {
+    for i in 0..REGIONS.load(Acquire) {
+        let Some(region) = pool.mappings[i] else {
+            continue;
+        };
+        let areas = region.len() / AREA;
+        if !(0..areas).all(|k| is_released(i, k)) {
+            continue;
+        }
+        let start = region.ptr().as_ptr() as usize;
+        if NEWEST.load(Acquire) & !63 == start {
+            NEWEST.store(0, Release);
+            pool.fresh = 0;
+            pool.region_end = 0;
+        }
+        REGION_START[i].store(0, Release);
+        REGION_END[i].store(0, Release);
+        for word in &RELEASED[i] {
+            word.store(0, Release);
+        }
+        pool.released -= areas;
+        RELEASED_BYTES.fetch_sub(areas * AREA, Release);
+        META_BYTES.fetch_sub(region.len(), Release);
+        pool.mappings[i] = None;
+        // SAFETY: every area of the region is released: no record in it is in use or listed, and
+        // no table names it any more.
+        let _ = unsafe { region.unmap() };
+    }
+    // Regions double in size; after everything went, start small again.
+    if pool.mappings.iter().all(Option::is_none) {
+        pool.next_region = 64 << 10;
+    }
 }
 
 /// Returns a record to the pool, zeroing it first.
@@ -399,8 +465,8 @@ pub(crate) fn check_record(addr: usize) -> Record {
         return check_older(addr);
     }
     let area = addr & !(AREA - 1);
-    // SAFETY: the area lies inside the newest meta region, which is live (regions are never
-    // unmapped; a released area reads zero).
+    // SAFETY: the area lies inside the newest meta region, which is mapped (`NEWEST` is cleared
+    // before a region is unmapped; a released area reads zero).
     let word = unsafe { (area as *const u64).read() };
     // The region exists, so the secret does (`new_region` makes it before publishing).
     if word == crate::secret::known() {
@@ -421,8 +487,8 @@ fn check_older(addr: usize) -> Record {
     for i in (0..regions).rev() {
         let start = REGION_START[i].load(Acquire);
         if area >= start && area < REGION_END[i].load(Acquire) {
-            // SAFETY: the area lies inside a live meta region (regions are never unmapped; a
-            // released area reads zero).
+            // SAFETY: the area lies inside a meta region listed in the table, which is mapped (a
+            // region leaves the table before it is unmapped; a released area reads zero).
             let word = unsafe { (area as *const u64).read() };
             return if word == secret() {
                 Record::Valid

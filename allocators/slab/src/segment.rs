@@ -106,7 +106,9 @@ impl Seg {
     pub(crate) fn entry(&self, gi: usize) -> &AtomicUsize {
         debug_assert!(gi < self.groups as usize);
         // SAFETY: the record's mapping holds `groups` entries after ENTRIES_AT (see `create`).
-        unsafe { &*((self as *const Seg as *const u8).add(ENTRIES_AT + gi * 8) as *const AtomicUsize) }
+        unsafe {
+            &*((self as *const Seg as *const u8).add(ENTRIES_AT + gi * 8) as *const AtomicUsize)
+        }
     }
 
     /// First byte of group `gi`.
@@ -274,9 +276,9 @@ pub(crate) unsafe fn put(mem: *mut u8, class: usize, dirty: usize) {
 pub(crate) fn trim() -> bool {
     let mut any = false;
     let page = page_size();
-    for class in 0..CLASSES {
+    for (class, lock) in CLASS.iter().enumerate() {
         let span = class::span(class);
-        let mut c = CLASS[class].lock();
+        let mut c = lock.lock();
         let mut seg = c.all;
         let mut empty: *mut Seg = ptr::null_mut();
         while !seg.is_null() {
@@ -346,7 +348,10 @@ fn create(class: usize) -> Option<*mut Seg> {
     let secret = crate::secret::secret();
     let mem = map(SEG, &MapOptions::new().align(SEG)).ok()?;
     let groups = SEG / class::span(class);
-    let own = match map(ENTRIES_AT + groups * 8, &MapOptions::new().guards(true, true)) {
+    let own = match map(
+        ENTRIES_AT + groups * 8,
+        &MapOptions::new().guards(true, true),
+    ) {
         Ok(own) => own,
         Err(_) => {
             // SAFETY: just mapped, never used.

@@ -74,7 +74,7 @@ pub(crate) unsafe fn block(p: *mut u8) -> Block {
         meta::Record::NotMeta | meta::Record::BadCheck => report(Fault::CorruptedMetadata, a),
     }
     let m = entry as *mut Meta;
-    // SAFETY: `m` is a record inside a live meta area (regions are never unmapped).
+    // SAFETY: `m` is a record inside a meta area of a listed, hence mapped, region.
     let meta = unsafe { &*m };
     let span = class::span(class);
     let group = seg.base + gi * span;
@@ -161,7 +161,7 @@ unsafe fn large(p: *mut u8) -> Block {
         meta::Record::BadCheck => report(Fault::CorruptedMetadata, a),
     }
     let m = meta_addr as *mut Meta;
-    // SAFETY: `m` is a record inside a live meta area (regions are never unmapped).
+    // SAFETY: `m` is a record inside a meta area of a listed, hence mapped, region.
     let meta = unsafe { &*m };
     check(meta.mem as usize == base, Fault::InvalidFree, a);
     // A record of a group: a block header forged outside the segments, or a stale group record.
