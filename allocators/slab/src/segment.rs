@@ -186,7 +186,7 @@ pub(crate) fn take(class: usize, try_only: bool) -> Option<(*mut u8, bool)> {
     let mut seg = c.current;
     // SAFETY: as above.
     if seg.is_null() || unsafe { (*seg).next >= (*seg).groups } {
-        seg = create(class)?;
+        seg = create(class, try_only)?;
         // SAFETY: a fresh record, ours under the class lock.
         unsafe {
             (*seg).all_next = c.all;
@@ -342,8 +342,8 @@ unsafe fn release_runs(s: &Seg, span: usize, page: usize) -> bool {
     any
 }
 
-/// Maps a segment of `class` and its record, and enters it in the map.
-fn create(class: usize) -> Option<*mut Seg> {
+/// Maps a segment of `class` and its record, and enters it in the map. `try_only`: wait for no lock.
+fn create(class: usize, try_only: bool) -> Option<*mut Seg> {
     // Frees compare check words with the secret without an initialisation branch.
     let secret = crate::secret::secret();
     let mem = map(SEG, &MapOptions::new().align(SEG)).ok()?;
@@ -360,7 +360,7 @@ fn create(class: usize) -> Option<*mut Seg> {
         }
     };
     let base = mem.ptr().as_ptr() as usize;
-    let Some(slot) = slot_for(base) else {
+    let Some(slot) = slot_for(base, try_only) else {
         // SAFETY: as above.
         unsafe {
             let _ = mem.unmap();
@@ -394,12 +394,17 @@ fn create(class: usize) -> Option<*mut Seg> {
     Some(seg)
 }
 
-/// The map entry for the segment at `base`, creating its leaf if needed.
-fn slot_for(base: usize) -> Option<&'static AtomicPtr<Seg>> {
+/// The map entry for the segment at `base`, creating its leaf if needed (`try_only`: unless that
+/// means waiting for the leaf lock, which a call re-entered from a signal handler must not).
+fn slot_for(base: usize, try_only: bool) -> Option<&'static AtomicPtr<Seg>> {
     let top = MAP.get(base >> TOP_SHIFT)?;
     let mut leaf = top.load(Acquire);
     if leaf.is_null() {
-        let _g = LEAVES.lock();
+        let _g = if try_only {
+            LEAVES.try_lock()?
+        } else {
+            LEAVES.lock()
+        };
         leaf = top.load(Acquire);
         if leaf.is_null() {
             let m = map(size_of::<Leaf>(), &MapOptions::new()).ok()?;
@@ -433,7 +438,7 @@ unsafe fn detach(c: &mut Class, seg: *mut Seg) {
         if c.current == seg {
             c.current = ptr::null_mut();
         }
-        if let Some(slot) = slot_for(s.base) {
+        if let Some(slot) = slot_for(s.base, false) {
             slot.store(ptr::null_mut(), Release);
         }
         // Its released groups' pages go with the segment.

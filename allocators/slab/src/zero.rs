@@ -11,7 +11,7 @@
 use core::ptr;
 
 /// True if any byte of `[from, to)` is not zero. `from` is 8-aligned and the length a multiple of 4
-/// (true of every slot: 16-aligned starts, strides of 16·k − 4 usable bytes). One pass of OR-ed
+/// (true of every slot: 16-aligned starts and strides, and of a large block's usable bytes). One pass of OR-ed
 /// loads with no early exit; the rare failure is located by [`first_nonzero`]. Up to 64 bytes (the
 /// small classes) a few overlapping word loads cover the range with no loop; longer runs use AVX2
 /// when the CPU has it (32-byte loads, 128 bytes per step).
