@@ -50,6 +50,7 @@ mod pending;
 mod secret;
 #[cfg(not(loom))]
 mod segment;
+mod segmap;
 #[cfg(not(loom))]
 mod slot;
 #[cfg(not(loom))]

@@ -34,23 +34,22 @@
 use core::mem::size_of;
 use core::ptr;
 use core::sync::atomic::{
-    AtomicPtr, AtomicUsize,
-    Ordering::{Acquire, Relaxed, Release},
+    AtomicUsize,
+    Ordering::{Relaxed, Release},
 };
 
 use twinheap_page::{map, page_size, MapOptions, Mapping, Mutex};
 
 use crate::class::{self, CLASSES, SEG_SHIFT};
 use crate::meta::Meta;
+use crate::segmap::Map;
 
 /// Bytes of a segment.
 pub(crate) const SEG: usize = 1 << SEG_SHIFT;
 /// Map entries per leaf: a leaf covers 4 GiB of address space.
-const LEAF_SHIFT: u32 = 12;
-const LEAF: usize = 1 << LEAF_SHIFT;
+const LEAF: usize = 1 << 12;
 /// Leaves cover the 47-bit user address space of x86_64 and AArch64 Linux.
-const TOP_SHIFT: u32 = SEG_SHIFT + LEAF_SHIFT;
-const TOP: usize = 1 << (47 - TOP_SHIFT);
+const TOP: usize = (1 << (47 - SEG_SHIFT)) / LEAF;
 
 /// Bytes of released groups' pages kept resident for reuse, process-wide; see the module docs.
 pub(crate) const RESIDENT_CAP: usize = 2 << 20;
@@ -60,11 +59,8 @@ const RELEASED: usize = 1;
 const RESIDENT: usize = 2;
 const LINK_SHIFT: u32 = 2;
 
-type Leaf = [AtomicPtr<Seg>; LEAF];
-
-static MAP: [AtomicPtr<Leaf>; TOP] = [const { AtomicPtr::new(ptr::null_mut()) }; TOP];
-/// Serialises leaf creation.
-static LEAVES: Mutex<()> = Mutex::new(());
+/// Segment number to record (`segmap.rs`).
+static MAP: Map<Seg, TOP, LEAF> = Map::new();
 
 /// Bytes of segments mapped, of released groups kept resident, and of records.
 static MAPPED: AtomicUsize = AtomicUsize::new(0);
@@ -142,15 +138,7 @@ static CLASS: [Mutex<Class>; CLASSES] = [const {
 /// The record of the segment holding address `a`, or null when `a` is in no segment.
 #[inline(always)]
 pub(crate) fn find(a: usize) -> *mut Seg {
-    let Some(top) = MAP.get(a >> TOP_SHIFT) else {
-        return ptr::null_mut();
-    };
-    let leaf = top.load(Acquire);
-    if leaf.is_null() {
-        return ptr::null_mut();
-    }
-    // SAFETY: leaves are never freed.
-    unsafe { (*leaf)[(a >> SEG_SHIFT) & (LEAF - 1)].load(Acquire) }
+    MAP.get(a >> SEG_SHIFT)
 }
 
 /// Memory for a new group of `class`: its first byte, and whether it held a group before (then its
@@ -360,14 +348,6 @@ fn create(class: usize, try_only: bool) -> Option<*mut Seg> {
         }
     };
     let base = mem.ptr().as_ptr() as usize;
-    let Some(slot) = slot_for(base, try_only) else {
-        // SAFETY: as above.
-        unsafe {
-            let _ = mem.unmap();
-            let _ = own.unmap();
-        }
-        return None;
-    };
     let seg = own.ptr().as_ptr() as *mut Seg;
     // SAFETY: `own` is fresh, zeroed and large enough for the record and its entries.
     unsafe {
@@ -388,33 +368,17 @@ fn create(class: usize, try_only: bool) -> Option<*mut Seg> {
             own,
         });
     }
+    if MAP.set(base >> SEG_SHIFT, seg, try_only).is_none() {
+        // SAFETY: as above; the record was never published.
+        unsafe {
+            let _ = mem.unmap();
+            let _ = own.unmap();
+        }
+        return None;
+    }
     MAPPED.fetch_add(SEG, Relaxed);
     RECORDS.fetch_add(own.len(), Relaxed);
-    slot.store(seg, Release);
     Some(seg)
-}
-
-/// The map entry for the segment at `base`, creating its leaf if needed (`try_only`: unless that
-/// means waiting for the leaf lock, which a call re-entered from a signal handler must not).
-fn slot_for(base: usize, try_only: bool) -> Option<&'static AtomicPtr<Seg>> {
-    let top = MAP.get(base >> TOP_SHIFT)?;
-    let mut leaf = top.load(Acquire);
-    if leaf.is_null() {
-        let _g = if try_only {
-            LEAVES.try_lock()?
-        } else {
-            LEAVES.lock()
-        };
-        leaf = top.load(Acquire);
-        if leaf.is_null() {
-            let m = map(size_of::<Leaf>(), &MapOptions::new()).ok()?;
-            RECORDS.fetch_add(m.len(), Relaxed);
-            leaf = m.ptr().as_ptr() as *mut Leaf;
-            top.store(leaf, Release);
-        }
-    }
-    // SAFETY: leaves are never freed; a fresh leaf reads zero (null entries).
-    Some(unsafe { &(*leaf)[(base >> SEG_SHIFT) & (LEAF - 1)] })
 }
 
 /// Takes a segment off every list and out of the map. Class lock held.
@@ -438,9 +402,8 @@ unsafe fn detach(c: &mut Class, seg: *mut Seg) {
         if c.current == seg {
             c.current = ptr::null_mut();
         }
-        if let Some(slot) = slot_for(s.base, false) {
-            slot.store(ptr::null_mut(), Release);
-        }
+        // The segment's leaf exists (it was published), so clearing cannot fail.
+        let _ = MAP.set(s.base >> SEG_SHIFT, ptr::null_mut(), false);
         // Its released groups' pages go with the segment.
         for gi in 0..s.next as usize {
             if s.entry(gi).load(Relaxed) & RESIDENT != 0 {
@@ -499,13 +462,13 @@ pub(crate) fn bytes() -> (usize, usize, usize) {
     (
         MAPPED.load(Relaxed),
         RESIDENT_BYTES.load(Relaxed),
-        RECORDS.load(Relaxed),
+        RECORDS.load(Relaxed) + crate::segmap::LEAF_BYTES.load(Relaxed),
     )
 }
 
 /// Every lock of this module, for fork handlers: the leaf lock, then the class locks in order.
 pub(crate) fn fork_locks() -> impl Iterator<Item = &'static twinheap_page::Lock> {
-    core::iter::once(LEAVES.raw()).chain(CLASS.iter().map(Mutex::raw))
+    core::iter::once(MAP.lock()).chain(CLASS.iter().map(Mutex::raw))
 }
 
 #[cfg(all(test, not(loom)))]
