@@ -66,6 +66,151 @@ fn other_nonzero(old: u8) -> u8 {
     }
 }
 
+// ---- slab's layout, as documented (class.rs, segment.rs) ----------------------------------------
+
+const MIB: usize = 1 << 20;
+/// The 48 class strides in 16-byte units (musl mallocng's table). With no in-band header a class
+/// serves requests up to its whole stride.
+const UNITS: [usize; 48] = [
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 18, 20, 25, 31, 36, 42, 50, 63, 72, 84, 102, 127, 146,
+    170, 204, 255, 292, 340, 409, 511, 584, 682, 818, 1023, 1169, 1364, 1637, 2047, 2340, 2730,
+    3276, 4095, 4680, 5460, 6552, 8191,
+];
+
+fn stride(class: usize) -> usize {
+    UNITS[class] * 16
+}
+
+/// The smallest class serving `n` bytes (`n <= MAX_SMALL`).
+fn class_of(n: usize) -> usize {
+    (0..48).find(|&c| stride(c) >= n).expect("a small size")
+}
+
+/// Slots per group: 32, fewer where 32 slots would not fit a 1 MiB segment.
+fn count(class: usize) -> usize {
+    (MIB / stride(class)).min(32)
+}
+
+/// Bytes a group spans: its slots side by side, nothing else.
+fn span(class: usize) -> usize {
+    count(class) * stride(class)
+}
+
+/// Where a block of `class` at `p` lies: its segment (1 MiB, aligned to 1 MiB), the index of its
+/// group in the segment and the index of its slot in the group. Pure arithmetic, no memory access.
+fn locate(p: usize, class: usize) -> (usize, usize, usize) {
+    let base = p & !(MIB - 1);
+    let off = p - base;
+    let gi = off / span(class);
+    (base, gi, (off - gi * span(class)) / stride(class))
+}
+
+/// The start of slot `idx` of group `gi` of the segment at `base`, for `class`.
+fn slot_start(base: usize, gi: usize, idx: usize, class: usize) -> usize {
+    base + gi * span(class) + idx * stride(class)
+}
+
+/// The meta record of a large block at `p` (from malloc, so 16-aligned only): the mapping starts
+/// at the page holding `p - 16`, and its first word, the in-band group header large blocks still
+/// have, is the address of the block's record. Returns 0 if that word does not look like one.
+///
+/// # Safety
+/// `p` is a live large block from `slab::malloc`.
+unsafe fn large_block_record(p: *mut u8) -> usize {
+    let base = (p as usize - 16) & !(page_size() - 1);
+    // SAFETY: per the contract the mapping starts at `base` and is readable.
+    let meta = unsafe { (base as *const usize).read() };
+    // A record lies past its area's 16-byte header, 8-aligned.
+    if meta % 8 != 0 || meta % 4096 < 16 {
+        return 0;
+    }
+    meta
+}
+
+/// The process secret, read from the check word at the start of the 4 KiB meta area holding the
+/// record of the large block `p` (see `large_block_record`); 0 if there is no such record.
+///
+/// # Safety
+/// As for [`large_block_record`].
+unsafe fn secret_via_large_block(p: *mut u8) -> u64 {
+    // SAFETY: per the contract.
+    let meta = unsafe { large_block_record(p) };
+    if meta == 0 {
+        return 0;
+    }
+    // SAFETY: meta areas are slab's mapped, readable memory.
+    unsafe { ((meta & !4095) as *const u64).read() }
+}
+
+/// Finds slab's out-of-band record of the segment at `base`: an anonymous read-write mapping of its
+/// own (between guard pages) that starts with the secret (the record's check word) followed by the
+/// segment's address. Scans /proc/self/maps with raw reads into stack buffers, so it allocates
+/// nothing and may run in a forked child. Returns the record's address, or 0 if none matched.
+fn find_segment_record(secret: u64, base: usize) -> usize {
+    // SAFETY: a NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/maps".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return 0;
+    }
+    let mut chunk = [0u8; 4096];
+    let mut line = [0u8; 512];
+    let mut len = 0;
+    let mut found = 0;
+    'read: loop {
+        // SAFETY: `chunk` is a valid destination of its length.
+        let n = unsafe { libc::read(fd, chunk.as_mut_ptr().cast(), chunk.len()) };
+        if n <= 0 {
+            break;
+        }
+        for &b in &chunk[..n as usize] {
+            if b != b'\n' {
+                if len < line.len() {
+                    line[len] = b;
+                    len += 1;
+                }
+                continue;
+            }
+            if let Some(start) = anonymous_rw_start(&line[..len]) {
+                // SAFETY: the start of a mapping listed as readable and anonymous.
+                let (w0, w1) = unsafe {
+                    let w = start as *const u64;
+                    (w.read(), w.add(1).read())
+                };
+                if w0 == secret && w1 == base as u64 {
+                    found = start;
+                    break 'read;
+                }
+            }
+            len = 0;
+        }
+    }
+    // SAFETY: our descriptor.
+    unsafe { libc::close(fd) };
+    found
+}
+
+/// The start address of a /proc/self/maps line describing an anonymous `rw-p` mapping with no
+/// name (inode 0, no path), or `None`.
+fn anonymous_rw_start(line: &[u8]) -> Option<usize> {
+    let mut fields = line.split(|&b| b == b' ').filter(|f| !f.is_empty());
+    let range = fields.next()?;
+    let perms = fields.next()?;
+    let (_offset, _dev, inode) = (fields.next()?, fields.next()?, fields.next()?);
+    if perms != b"rw-p" || inode != b"0" || fields.next().is_some() {
+        return None;
+    }
+    let mut start = 0usize;
+    for &b in range.split(|&b| b == b'-').next()? {
+        start = start * 16 + (b as char).to_digit(16)? as usize;
+    }
+    Some(start)
+}
+
 // ---- double free --------------------------------------------------------------------------------
 
 #[test]
@@ -106,9 +251,12 @@ fn double_free_after_other_frees_of_the_same_size() {
 
 #[test]
 fn double_free_across_every_class_size() {
-    // One size per class (its capacity): the freed flag must be found whatever the slot geometry.
-    for units in [1usize, 2, 8, 9, 31, 127, 511, 2047, 8191] {
-        let n = units * 16 - 4;
+    // Sizes filling a slot exactly and one byte short of it, across the class range: the slot's
+    // record must say "freed" whatever the slot geometry.
+    for n in [1usize, 2, 8, 9, 31, 127, 511, 2047, 8191]
+        .into_iter()
+        .flat_map(|units| [units * 16, units * 16 - 1])
+    {
         expect_fault("double free", |s| {
             let p = malloc(n);
             if p.is_null() {
@@ -265,78 +413,273 @@ fn misaligned_pointer_is_an_invalid_free() {
 }
 
 #[test]
-fn forged_header_is_an_invalid_free() {
-    // The header's first byte (at p - 4) holds flags; only FLAG_BIG (0x01) and FLAG_FREED (0x80) exist.
-    // 0x12 has other bits set, so validation rejects the header as not one slab wrote — "invalid free"
-    // — at its very first structural check, before the header could lead to any metadata (which is
-    // where "corrupted metadata" would come from; see `corrupted_meta_area_is_reported` for that).
-    expect_fault("invalid free", |s| {
-        let p = malloc(100);
-        if p.is_null() {
+fn interior_pointer_of_an_exact_fit_block_is_an_invalid_free() {
+    // A 48-byte block fills its 48-byte slot; every 16-aligned address after its start, inside the
+    // slot, names no block.
+    for delta in [16, 32] {
+        expect_fault("invalid free", |s| {
+            let p = malloc(48);
+            if p.is_null() {
+                return SETUP_FAILED;
+            }
+            // SAFETY: inside the block's slot.
+            let q = unsafe { p.add(delta) };
+            expect_at(s, q);
+            // SAFETY: the fault under test.
+            unsafe { slab::free(q) };
+            UNDETECTED
+        });
+    }
+}
+
+#[test]
+fn pointer_into_a_never_used_slot_of_a_live_group_is_an_invalid_free() {
+    // One block lives in a group of a fresh process; the group's other slots never held a block
+    // (some may sit in the owner's batch). A pointer to the start of any of them, or into its
+    // middle, must be refused: the slot's record says it was never used.
+    for n in [100usize, 5000, 100_000] {
+        for (pick, inside) in [(1usize, 0usize), (2, 16)] {
+            expect_fault("invalid free", |s| {
+                let p = malloc(n);
+                if p.is_null() {
+                    return SETUP_FAILED;
+                }
+                let class = class_of(n);
+                let (base, gi, idx) = locate(p as usize, class);
+                let other = (idx + pick) % count(class);
+                let q = (slot_start(base, gi, other, class) + inside) as *mut u8;
+                expect_at(s, q);
+                // SAFETY: the fault under test; q lies in the live group's memory.
+                unsafe { slab::free(q) };
+                UNDETECTED
+            });
+        }
+    }
+}
+
+#[test]
+fn pointer_into_a_never_used_group_of_a_live_segment_is_an_invalid_free() {
+    // The first block of a class in a fresh process lives in the first group of the class's first
+    // segment; the segment's last group, and the tail after the last group where the segment's
+    // length is not a multiple of the group span, were never handed out.
+    for n in [100usize, 5000] {
+        let class = class_of(n);
+        let groups = MIB / span(class);
+        let mut targets = vec![(groups - 1) * span(class) + stride(class)];
+        if groups * span(class) < MIB {
+            targets.push(groups * span(class));
+        }
+        for at in targets {
+            expect_fault("invalid free", |s| {
+                let p = malloc(n);
+                if p.is_null() {
+                    return SETUP_FAILED;
+                }
+                let (base, gi, _) = locate(p as usize, class);
+                if gi != 0 {
+                    return SETUP_FAILED;
+                }
+                let q = (base + at) as *mut u8;
+                expect_at(s, q);
+                // SAFETY: the fault under test; q lies in the live segment.
+                unsafe { slab::free(q) };
+                UNDETECTED
+            });
+        }
+    }
+}
+
+/// Fills groups of `n`-byte blocks until one group (the first block's) is full and another block
+/// lives in another group of the same segment; frees every block of the first group, has trim
+/// release that group (its entry in the segment record becomes a link), then frees one of its
+/// stale pointers again. The segment stays mapped (a live block holds it). Returns the child's exit
+/// code if that free returns.
+fn free_into_released_group(s: &SharedSlots, n: usize) -> i32 {
+    let class = class_of(n);
+    let per = count(class);
+    let mut blocks = [std::ptr::null_mut::<u8>(); 256];
+    let take = (4 * per).min(blocks.len());
+    for b in blocks[..take].iter_mut() {
+        *b = malloc(n);
+        if b.is_null() {
             return SETUP_FAILED;
         }
-        expect_at(s, p);
-        // SAFETY: the 4 header bytes in front of a live block are inside its group; then the fault.
-        unsafe {
-            p.sub(4).copy_from([0x12u8, 0x34, 0x56, 0x78].as_ptr(), 4);
-            slab::free(p);
+    }
+    let (base, gi, _) = locate(blocks[0] as usize, class);
+    let in_group = |p: *mut u8| {
+        let (b, g, _) = locate(p as usize, class);
+        b == base && g == gi
+    };
+    let members = blocks[..take].iter().filter(|&&p| in_group(p)).count();
+    let neighbour = blocks[..take]
+        .iter()
+        .any(|&p| !in_group(p) && locate(p as usize, class).0 == base);
+    if members != per || !neighbour {
+        return SETUP_FAILED;
+    }
+    for &p in &blocks[..take] {
+        if in_group(p) {
+            // SAFETY: live blocks, each freed once.
+            unsafe { slab::free(p) };
         }
+    }
+    let groups = slab::stats().classes[class].groups;
+    // Whichever way the stale free is reported, it must go through the released entry: the group
+    // is gone from its heap (its record recycled) while its segment stays mapped.
+    if !slab::trim()
+        || slab::stats().classes[class].groups != groups - 1
+        || !twinheap_tests::is_mapped(blocks[0] as usize)
+    {
+        return SETUP_FAILED;
+    }
+    expect_at(s, blocks[0]);
+    // SAFETY: the fault under test: blocks[0] was freed and its group released.
+    unsafe { slab::free(blocks[0]) };
+    UNDETECTED
+}
+
+#[test]
+fn free_into_a_released_group_is_a_double_free() {
+    for n in [100usize, 5000] {
+        expect_fault("double free", |s| free_into_released_group(s, n));
+    }
+}
+
+/// A fresh child's first small block (`n` bytes) and a large block: the segment record of the
+/// small block's segment, the record of the large block and the secret. Slot 0 of `s` gets `p`.
+struct Records {
+    p: *mut u8,
+    large: *mut u8,
+    secret: u64,
+    /// The segment record, and its entry for `p`'s group (the first group, so its first nonzero
+    /// entry).
+    seg: *mut u64,
+    entry: *mut usize,
+}
+
+/// Sets up [`Records`]; `None` if anything could not be found.
+fn records(s: &SharedSlots, n: usize) -> Option<Records> {
+    let p = malloc(n);
+    let large = malloc(200_000);
+    if p.is_null() || large.is_null() {
+        return None;
+    }
+    expect_at(s, p);
+    // SAFETY: a live large block from malloc.
+    let secret = unsafe { secret_via_large_block(large) };
+    let (base, gi, _) = locate(p as usize, class_of(n));
+    if secret == 0 || gi != 0 {
+        return None;
+    }
+    let seg = find_segment_record(secret, base) as *mut u64;
+    if seg.is_null() {
+        return None;
+    }
+    // The group entries follow the record's fields (a few cache lines at most); the only group in
+    // use is the first, whose entry is a meta pointer in the meta area of the large block's record
+    // (the pool carves records in order, and both were made by this fresh process).
+    // SAFETY: a live large block.
+    let area = unsafe { large_block_record(large) } & !4095;
+    let entry = (2..64)
+        .map(|k| seg.wrapping_add(k) as *mut usize)
+        // SAFETY: the record's mapping spans at least one page (64 words).
+        .find(|&e| unsafe { e.read() } & !4095 == area)?;
+    Some(Records {
+        p,
+        large,
+        secret,
+        seg,
+        entry,
+    })
+}
+
+#[test]
+fn corrupted_segment_record_check_word_is_reported() {
+    // The segment record is not reachable from the API: it is found by its contents (the secret,
+    // read from a meta area, then the segment's address) among the process's anonymous mappings.
+    expect_fault("corrupted metadata", |s| {
+        let Some(r) = records(s, 100) else {
+            return SETUP_FAILED;
+        };
+        // SAFETY: slab's record, read-write memory; then the fault under test.
+        unsafe {
+            r.seg.write(r.secret ^ 0x0100);
+            slab::free(r.p);
+        }
+        std::hint::black_box(r.large);
         UNDETECTED
     });
 }
 
 #[test]
-fn forged_group_header_is_an_invalid_free() {
-    // Keep the block header intact but point the group header (the meta pointer it leads to) at a
-    // stack buffer: the pointer does not lead into slab's meta regions.
-    expect_fault("invalid free", |s| {
-        let p = malloc(100);
-        if p.is_null() {
-            return SETUP_FAILED;
-        }
-        expect_at(s, p);
-        let fake = [0u64; 16];
-        // SAFETY: the header layout is documented in header.rs: bytes 2-3 at p - 4 are the distance in
-        // units from the group's storage, which starts 16 bytes after the group header. Then the fault.
-        unsafe {
-            let off = usize::from(u16::from_le_bytes([*p.sub(2), *p.sub(1)]));
-            if *p.sub(4) & 1 != 0 {
-                return SETUP_FAILED; // a big offset: not expected for a first 100-byte block
+fn forged_segment_entries_are_reported_as_corrupted_metadata() {
+    // The entry of a live group names its meta record. Pointed at a fake record on the stack, at a
+    // real record of another block (the large one's), or off a record boundary, the free must
+    // refuse it: the segment record itself was overwritten, so it is corrupted metadata.
+    type Forge = fn(usize, usize, usize) -> usize;
+    let cases: [(&str, Forge); 4] = [
+        ("a fake record on the stack", |_, _, fake| fake),
+        ("the large block's record", |_, large, _| large),
+        ("8 bytes into the real record", |real, _, _| real + 8),
+        ("the meta area's check word", |real, _, _| real & !4095),
+    ];
+    for (what, forge) in cases {
+        let slots = SharedSlots::new(1);
+        let (outcome, stderr) = run_in_child_capturing_stderr(|| {
+            let Some(r) = records(&slots, 100) else {
+                return SETUP_FAILED;
+            };
+            let fake = [0u64; 64];
+            // SAFETY: slab's record, read-write memory; then the fault under test.
+            unsafe {
+                let real = r.entry.read();
+                let large = large_block_record(r.large);
+                r.entry
+                    .write(forge(real, large, fake.as_ptr().add(8) as usize));
+                slab::free(r.p);
             }
-            let group = p.sub(off * 16 + 16) as *mut usize;
-            group.write(fake.as_ptr().add(2) as usize);
-            slab::free(p);
-        }
-        std::hint::black_box(&fake);
-        UNDETECTED
-    });
+            std::hint::black_box(&fake);
+            UNDETECTED
+        });
+        let text = String::from_utf8_lossy(&stderr);
+        assert_eq!(outcome, ABORTED, "{what}: {text:?}");
+        assert_eq!(
+            text,
+            format!(
+                "twinheap(slab): corrupted metadata at {:#x}\n",
+                slots.get(0)
+            ),
+            "{what}"
+        );
+    }
 }
 
 #[test]
 fn corrupted_meta_area_is_reported() {
-    // The group header points at the group's meta record; the 4 KiB meta area holding it starts with a
-    // check word equal to the process secret. Overwriting that word (as a stray write into metadata
-    // would) must be reported as corrupted metadata on the next free of any block of that group.
-    expect_fault("corrupted metadata", |s| {
-        let p = malloc(100);
-        if p.is_null() {
-            return SETUP_FAILED;
-        }
-        expect_at(s, p);
-        // SAFETY: as in `forged_group_header_is_an_invalid_free`; the meta area is slab's read-write
-        // memory. Then the fault.
-        unsafe {
-            let off = usize::from(u16::from_le_bytes([*p.sub(2), *p.sub(1)]));
-            if *p.sub(4) & 1 != 0 {
+    // Each 4 KiB meta area starts with a check word equal to the process secret. The area holding
+    // a small group's record is found through a large block whose record the pool carved next to
+    // it (large blocks keep an in-band header naming their record). Overwriting the check word, as
+    // a stray write into metadata would, must be reported on the next free of either block.
+    for free_large in [false, true] {
+        expect_fault("corrupted metadata", |s| {
+            let Some(r) = records(s, 100) else {
                 return SETUP_FAILED;
+            };
+            // SAFETY: both records are in one area (`records` checked the small group's entry);
+            // the area is slab's read-write memory. Then the fault under test.
+            unsafe {
+                let area = (large_block_record(r.large) & !4095) as *mut u64;
+                area.write(area.read() ^ 0x5a5a_5a5a_0000_0001);
+                if free_large {
+                    expect_at(s, r.large);
+                    slab::free(r.large);
+                } else {
+                    slab::free(r.p);
+                }
             }
-            let meta = (p.sub(off * 16 + 16) as *const usize).read();
-            let area = (meta & !4095) as *mut u64;
-            area.write(area.read() ^ 0x5a5a_5a5a_0000_0001);
-            slab::free(p);
-        }
-        UNDETECTED
-    });
+            UNDETECTED
+        });
+    }
 }
 
 // ---- heap overflow ------------------------------------------------------------------------------
@@ -349,7 +692,7 @@ fn one_byte_overflow() {
             return SETUP_FAILED;
         }
         expect_at(s, p);
-        // SAFETY: the byte after a 20-byte block is slack inside its 28-byte slot. Then the fault.
+        // SAFETY: the byte after a 20-byte block is the canary in its 32-byte slot. Then the fault.
         unsafe {
             let q = p.add(20);
             q.write(other_nonzero(q.read()));
@@ -384,31 +727,69 @@ fn eight_byte_overflow() {
             return SETUP_FAILED;
         }
         expect_at(s, p);
-        // SAFETY: bytes 20..28 are the slot's slack (the slot serves 28 bytes). Then the fault.
+        // SAFETY: bytes 20..28 are the slot's slack (the slot has 32 bytes). The first differs from
+        // the canary whatever its value. Then the fault.
         unsafe {
-            p.add(20).write_bytes(0x41, 8);
+            let q = p.add(20);
+            let first = other_nonzero(q.read());
+            q.write_bytes(0x41, 8);
+            q.write(first);
             slab::free(p);
         }
         UNDETECTED
     });
 }
 
-#[test]
-fn exact_fit_overflow_into_the_next_header() {
-    expect_fault("heap overflow", |s| {
-        // 60 bytes fill a 64-byte slot exactly: the next 4 bytes are the next slot's header.
-        let p = malloc(60);
+/// Allocates `n`-byte blocks (filling their slots exactly) until one is not in its group's last
+/// slot and the slot after it holds no live block of ours (in a fresh child: never used); writes
+/// `len` non-zero bytes past it, into that free neighbour, and frees it on the owning thread.
+fn exact_fit_overflow(s: &SharedSlots, n: usize, len: usize) -> i32 {
+    let class = class_of(n);
+    let mut live = [0usize; 40];
+    for k in 0..live.len() {
+        let p = malloc(n);
         if p.is_null() {
             return SETUP_FAILED;
         }
-        expect_at(s, p);
-        // SAFETY: p + 60 is the next slot's header, inside the group. Then the fault.
-        unsafe {
-            p.add(60).write(0x41);
-            slab::free(p);
+        live[k] = p as usize;
+        let (_, _, idx) = locate(p as usize, class);
+        let next = p as usize + n;
+        if idx + 1 < count(class) && !live[..k].contains(&next) {
+            expect_at(s, p);
+            // SAFETY: [p + n, p + n + len) lies in the next slot of the same group. Then the fault.
+            unsafe {
+                p.add(n).write_bytes(0x41, len);
+                slab::free(p);
+            }
+            return UNDETECTED;
         }
-        UNDETECTED
-    });
+    }
+    SETUP_FAILED
+}
+
+#[test]
+fn exact_fit_overflow_into_a_free_neighbour() {
+    // A 48-byte block fills its slot: no canary. Its owner's free checks the next slot's first
+    // bytes, which must read zero while no block lives there. (An overflow into a live neighbour is
+    // not detected at free; the neighbour's own checks are all that can see it.)
+    for len in [1, 8] {
+        expect_fault("heap overflow", |s| exact_fit_overflow(s, 48, len));
+    }
+}
+
+#[test]
+fn exact_fit_overflow_in_every_class() {
+    for units in UNITS {
+        let n = units * 16;
+        let slots = SharedSlots::new(1);
+        let (outcome, stderr) = run_in_child_capturing_stderr(|| exact_fit_overflow(&slots, n, 1));
+        let want = format!("twinheap(slab): heap overflow at {:#x}\n", slots.get(0));
+        assert_eq!(
+            (outcome, String::from_utf8_lossy(&stderr).into_owned()),
+            (ABORTED, want),
+            "size {n}"
+        );
+    }
 }
 
 #[test]
@@ -420,7 +801,7 @@ fn overflow_is_also_caught_by_realloc_and_usable_size() {
                 return SETUP_FAILED;
             }
             expect_at(s, p);
-            // SAFETY: one byte past a 100-byte block, inside its 108-byte slot. Then the fault.
+            // SAFETY: one byte past a 100-byte block, inside its 112-byte slot. Then the fault.
             unsafe {
                 let q = p.add(100);
                 q.write(other_nonzero(q.read()));
@@ -436,26 +817,28 @@ fn overflow_is_also_caught_by_realloc_and_usable_size() {
 }
 
 #[test]
-fn one_byte_overflow_in_every_class() {
-    // Per class: the exact fit (overflow lands in the next header), one byte of slack (the canary is
-    // the slot's last byte) and the class's smallest size (lots of slack, random offset in the slot).
-    const SIZES: [usize; 48] = [
-        1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 18, 20, 25, 31, 36, 42, 50, 63, 72, 84, 102, 127,
-        146, 170, 204, 255, 292, 340, 409, 511, 584, 682, 818, 1023, 1169, 1364, 1637, 2047, 2340,
-        2730, 3276, 4095, 4680, 5460, 6552, 8191,
-    ];
-    let mut prev_cap = 0usize;
+fn canary_overflow_in_every_class() {
+    // Per class, blocks with slack carry a canary right after them: one byte short of the slot
+    // (the canary is the slot's last byte), one unit short, and the class's smallest size (lots of
+    // slack, a random offset in the slot). Overflows of one and of eight bytes must be caught.
     let mut cases = Vec::new();
-    for units in SIZES {
-        let cap = units * 16 - 4;
-        let smallest = if prev_cap == 0 { 0 } else { prev_cap + 1 };
-        cases.extend([cap, cap - 1, smallest]);
-        prev_cap = cap;
+    let mut prev = 0usize;
+    for units in UNITS {
+        let stride = units * 16;
+        let smallest = if prev == 0 { 0 } else { prev + 1 };
+        for n in [stride - 1, stride - 16, smallest] {
+            if n < stride && !cases.contains(&(n, 1)) {
+                cases.extend([(n, 1), (n, 8)]);
+            }
+        }
+        prev = stride;
     }
     // Large blocks: random slack, and an exact fit of a page-multiple mapping.
     let page = page_size();
-    cases.extend([slab::MAX_SMALL + 1, 1 << 20, (1 << 20) - 20, 4 * page - 20]);
-    for n in cases {
+    for n in [slab::MAX_SMALL + 1, 1 << 20, (1 << 20) - 20, 4 * page - 20] {
+        cases.push((n, 1));
+    }
+    for (n, len) in cases {
         let slots = SharedSlots::new(1);
         let (outcome, stderr) = run_in_child_capturing_stderr(|| {
             let p = malloc(n);
@@ -463,10 +846,14 @@ fn one_byte_overflow_in_every_class() {
                 return SETUP_FAILED;
             }
             slots.set(0, p as i64);
-            // SAFETY: the byte after the block is slack or the next header, inside slab's memory.
+            // SAFETY: the bytes after the block: its canary and slack, and for an eight-byte
+            // overflow of a block one byte short of its slot, the start of the next slot, all in
+            // slab's memory. The first byte differs from the canary whatever its value.
             unsafe {
                 let q = p.add(n);
-                q.write(other_nonzero(q.read()));
+                let first = other_nonzero(q.read());
+                q.add(1).write_bytes(0x41, len - 1);
+                q.write(first);
                 slab::free_sized(p, n);
             }
             UNDETECTED
@@ -475,7 +862,7 @@ fn one_byte_overflow_in_every_class() {
         assert_eq!(
             (outcome, String::from_utf8_lossy(&stderr).into_owned()),
             (ABORTED, want),
-            "size {n}"
+            "size {n}, {len} bytes"
         );
     }
 }
@@ -702,7 +1089,19 @@ fn valid_use_in_a_child_exits_cleanly() {
     // The control for every case above: the same kind of child, without the fault, exits 0 and says
     // nothing (so an abort above is caused by the fault, not by the harness).
     let (outcome, stderr) = run_in_child_capturing_stderr(|| {
-        for n in [0, 1, 20, 60, 100, 5000, 131_052, 131_053, 1 << 20] {
+        for n in [
+            0,
+            1,
+            20,
+            48,
+            60,
+            100,
+            5000,
+            131_055,
+            131_056,
+            131_057,
+            1 << 20,
+        ] {
             let p = malloc(n);
             if p.is_null() {
                 return SETUP_FAILED;

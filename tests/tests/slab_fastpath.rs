@@ -1,7 +1,7 @@
 //! The slab allocator's fast paths keep every guarantee: the owner's pending frees (a thread's frees of
 //! its own blocks, marked in their groups later and in bulk) stay invisible to statistics and reuse,
-//! are still reported at once on a double free, and are given back at trim and thread exit; meta
-//! areas emptied by trim go back to the OS and are reused.
+//! are still reported at once on a double free, and are given back at trim and thread exit;
+//! segments and meta areas emptied by trim go back to the OS and are reused.
 //!
 //! Statistics are process-wide, so every test here takes `SERIAL`, and nothing else in this binary
 //! allocates from slab (its global allocator is the system one). Death cases run in forked children
@@ -126,33 +126,56 @@ fn double_free_of_a_pending_block_is_reported_at_once() {
 }
 
 #[test]
-fn trim_gives_emptied_meta_areas_back_and_reuses_them() {
+fn trim_gives_segments_and_meta_areas_back_and_reuses_them() {
     let _serial = serial();
-    const COUNT: usize = 500_000;
+    const COUNT: usize = 100_000;
+    const SIZES: [usize; 5] = [16, 48, 100, 256, 1000];
+    let mut blocks: Vec<*mut u8> = vec![std::ptr::null_mut(); COUNT];
     slab::trim();
     let start = slab::stats();
-    let mut blocks: Vec<*mut u8> = Vec::with_capacity(COUNT);
-    for k in 0..COUNT {
-        let p = slab::malloc(48);
-        assert!(!p.is_null());
-        // SAFETY: a live 48-byte block.
-        unsafe { p.write_bytes(k as u8 | 1, 48) };
-        blocks.push(p);
-    }
+    let rss_start = rss();
+    // Fills every block with its own byte; returns the page backend's mapped bytes at the peak.
+    let fill_round = |blocks: &mut [*mut u8]| {
+        for (k, slot) in blocks.iter_mut().enumerate() {
+            let n = SIZES[k % SIZES.len()];
+            let p = slab::malloc(n);
+            assert!(!p.is_null());
+            // SAFETY: a live block of `n` bytes.
+            unsafe { p.write_bytes(k as u8 | 1, n) };
+            *slot = p;
+        }
+        twinheap_page::stats().mapped
+    };
+    let free_round = |blocks: &[*mut u8]| {
+        for (k, &p) in blocks.iter().enumerate() {
+            let n = SIZES[k % SIZES.len()];
+            // SAFETY: live blocks of `n` bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(p, n) };
+            assert!(bytes.iter().all(|&b| b == k as u8 | 1), "block {k}");
+            // SAFETY: each freed once, with its size.
+            unsafe { slab::free_sized(p, n) };
+        }
+    };
+    let peak1 = fill_round(&mut blocks);
     let full = slab::stats();
+    let rss_full = rss();
+    // About 3,100 groups: their records alone take over 600 KB of meta areas.
     assert!(
         full.metadata > start.metadata + MIB / 2,
         "{COUNT} blocks need meta records: {} -> {}",
         start.metadata,
         full.metadata
     );
-    for &p in &blocks {
-        // SAFETY: each freed once.
-        unsafe { slab::free(p) };
-    }
+    assert!(full.mapped >= start.mapped + 20 * MIB, "{}", full.mapped);
+    free_round(&blocks);
     assert!(slab::trim());
     let end = slab::stats();
+    let rss_end = rss();
     assert_eq!(end.requested, start.requested);
+    assert_eq!(
+        end.recycled, 0,
+        "trim gives back every released group's pages"
+    );
     assert!(
         end.metadata <= start.metadata + MIB,
         "metadata after trim: {} bytes, started at {}",
@@ -165,32 +188,40 @@ fn trim_gives_emptied_meta_areas_back_and_reuses_them() {
         end.mapped,
         start.mapped
     );
-    // Released areas are used again: a second round maps no new meta regions.
-    let page_before = twinheap_page::stats().mapped;
-    for (k, slot) in blocks.iter_mut().enumerate() {
-        let p = slab::malloc(48);
-        assert!(!p.is_null());
-        // SAFETY: a live 48-byte block.
-        unsafe { p.write_bytes(k as u8 | 1, 48) };
-        *slot = p;
-    }
-    let again = slab::stats();
-    let page_after = twinheap_page::stats().mapped;
-    assert!(again.metadata > start.metadata + MIB / 2);
-    let user_growth = again.mapped.saturating_sub(end.mapped);
+    // The pages really went back: resident memory falls back near where it started.
     assert!(
-        page_after <= page_before + user_growth + MIB / 4,
-        "meta regions were mapped again: {page_before} -> {page_after} (user memory +{user_growth})"
+        rss_full > rss_start + 16 * MIB && rss_end < rss_start + 4 * MIB,
+        "resident bytes: {rss_start} at the start, {rss_full} with the blocks, {rss_end} after trim"
     );
-    for (k, &p) in blocks.iter().enumerate() {
-        // SAFETY: live blocks.
-        assert!(unsafe { std::slice::from_raw_parts(p, 48) }
-            .iter()
-            .all(|&b| b == k as u8 | 1));
-        // SAFETY: each freed once.
-        unsafe { slab::free(p) };
-    }
-    slab::trim();
+    // A second round finds what the first released (meta areas and regions, segments) and ends up
+    // no bigger than the first: nothing is left behind that a new round cannot use.
+    let peak2 = fill_round(&mut blocks);
+    let again = slab::stats();
+    assert!(
+        peak2 <= peak1 + MIB,
+        "page backend mapped {peak1} bytes at the first peak, {peak2} at the second"
+    );
+    assert!(
+        again.metadata <= full.metadata + MIB / 4,
+        "metadata: {} in the first round, {} in the second",
+        full.metadata,
+        again.metadata
+    );
+    free_round(&blocks);
+    assert!(slab::trim());
+    let last = slab::stats();
+    assert!(last.mapped <= start.mapped + MIB && last.metadata <= start.metadata + MIB);
+}
+
+/// Resident bytes of this process (/proc/self/statm).
+fn rss() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|f| f.parse().ok())
+        .expect("resident pages");
+    pages * twinheap_page::page_size()
 }
 
 #[test]
@@ -201,9 +232,9 @@ fn groups_mapped_outside_the_heap_lock_are_all_accounted_for() {
     // page backend for must then be a group (or metadata) that slab's statistics know about.
     std::thread::spawn(|| {
         let sizes = [3000, 5000, 9000, 20_000, 40_000, 100_000];
-        // Meta regions are mapped whole and never unmapped (docs/slab.md): when this test runs
-        // first, its records would open the process's first region, which the statistics count only
-        // area by area. One warm-up round opens it, so the rounds below compare like with like.
+        // Meta regions are mapped whole (docs/slab.md), while the statistics count them area by
+        // area: when this test runs first, its records would open the process's first region. One
+        // warm-up round opens it, so the rounds below compare like with like.
         let warm: Vec<*mut u8> = sizes.iter().map(|&n| slab::malloc(n)).collect();
         for p in warm {
             // SAFETY: live blocks, each freed once.
@@ -302,19 +333,20 @@ fn write_after_free_at(s: &SharedSlots, n: usize, at: usize) -> i32 {
 #[test]
 fn write_after_free_is_found_at_either_end_of_every_scan_path() {
     let _serial = serial();
-    // The reuse scan has three paths: up to 64 bytes (overlapping word loads), longer runs with
-    // AVX2 (unaligned loads at both ends, aligned ones between) or plain words. A write at the
-    // block's first and last byte, and in the slack after a block smaller than its slot, must be
-    // found on each. Sizes: 20 (28 usable bytes: the write at 27 is the slot's last byte), 60
-    // (exactly 60 scanned), 100 (108 scanned, the write at 107 is the last), 900 (1004 scanned) and
-    // 8000 (9340 scanned). Blocks of the last two sit at a varying offset in their slot, so their
-    // slack writes stay a few bytes past the block.
+    // The reuse scan covers the whole slot and has three paths: up to 64 bytes (overlapping word
+    // loads), longer runs with AVX2 (unaligned loads at both ends, aligned ones between) or plain
+    // words. A write at the block's first and last byte, and in the slack after a block smaller
+    // than its slot, must be found on each. Sizes: 20 (a 32-byte slot, block at its start: the
+    // write at 31 is the slot's last byte), 60 (64 scanned; 63 is the last), 100 (112 scanned; 111
+    // is the last), 900 (1008 scanned) and 8100 (8176 scanned). Blocks of the last two sit at a
+    // varying offset in their slot (up to 96 and 64 bytes in), so their slack writes stay within
+    // 12 bytes past the block, inside the slot.
     for (n, ats) in [
-        (20usize, [0usize, 19, 27]),
-        (60, [0, 30, 59]),
-        (100, [0, 99, 107]),
+        (20usize, [0usize, 19, 31]),
+        (60, [0, 59, 63]),
+        (100, [0, 99, 111]),
         (900, [0, 899, 905]),
-        (8000, [0, 7999, 8004]),
+        (8100, [0, 8099, 8107]),
     ] {
         for at in ats {
             let slots = SharedSlots::new(1);
@@ -343,7 +375,7 @@ fn reused_slots_of_every_size_come_back_zeroed_and_framed() {
     // overlap a live block.
     let sizes: Vec<usize> = (0..=200)
         .chain((201..=2100).step_by(37))
-        .chain([4000, 8000, 8192, 20_000, 65_000, 131_052])
+        .chain([4000, 8000, 8192, 20_000, 65_000, 131_055, 131_056])
         .collect();
     for round in 0..4u64 {
         let blocks: Vec<(*mut u8, usize)> = sizes
@@ -371,24 +403,24 @@ fn reused_slots_of_every_size_come_back_zeroed_and_framed() {
     }
 }
 
-/// Forges the group header of a fresh 100-byte block to hold `target(meta)`, where `meta` is the
-/// block's real meta pointer, then frees the block. Slot 0 of `s` gets the block's address.
+/// Forges the in-band group header of a fresh large block (large blocks keep one: the first word of
+/// their mapping, which names their meta record) to hold `target(meta)`, where `meta` is the real
+/// record, then frees the block. Slot 0 of `s` gets the block's address.
 fn free_with_forged_meta_pointer(s: &SharedSlots, target: impl Fn(usize) -> usize) -> i32 {
-    let p = slab::malloc(100);
+    let p = slab::malloc(200_000);
     if p.is_null() {
         return 98;
     }
     s.set(0, p as i64);
-    // SAFETY: the header layout is documented in header.rs: bytes 2-3 at p - 4 are the distance
-    // in 16-byte units from the group's storage, which starts 16 bytes after the group header (the
-    // meta pointer). Then the forged free under test.
+    // An unaligned large block starts 16 + 16k bytes into its mapping, k below a page's units.
+    let group = ((p as usize - 16) & !(twinheap_page::page_size() - 1)) as *mut usize;
+    // SAFETY: the mapping's first word is slab's, read-write. Then the forged free under test.
     unsafe {
-        if *p.sub(4) & 1 != 0 {
-            return 98; // a big offset: not expected for a 100-byte block
+        let meta = group.read();
+        if meta % 4096 < 16 {
+            return 98; // not a record address: the layout is not what this test assumes
         }
-        let off = usize::from(u16::from_le_bytes([*p.sub(2), *p.sub(1)]));
-        let group = p.sub(off * 16 + 16) as *mut usize;
-        group.write(target(group.read()));
+        group.write(target(meta));
         slab::free(p);
     }
     99
@@ -401,18 +433,19 @@ fn meta_pointers_off_a_record_boundary_are_invalid_frees() {
     // address near a real record, the area's check word, the area header's spare word and the tail
     // of the area after its last record must all be refused as "not a record". The next record
     // is on a boundary (or past the last one), and its `mem` does not point back: refused too.
+    // Records are 216 bytes, 18 to an area after its 16-byte header.
     type Case = (&'static str, fn(usize) -> usize);
     let cases: [Case; 11] = [
         ("record + 1", |m| m + 1),
         ("record + 8", |m| m + 8),
         ("record + 16", |m| m + 16),
-        ("record + 44", |m| m + 44),
-        ("record + 80", |m| m + 80),
+        ("record + 88", |m| m + 88),
+        ("record + 208", |m| m + 208),
         ("record - 8", |m| m - 8),
-        ("next record", |m| m + 88),
+        ("next record", |m| m + 216),
         ("check word", |m| m & !4095),
         ("area header", |m| (m & !4095) + 8),
-        ("after the last record", |m| (m & !4095) + 16 + 46 * 88),
+        ("after the last record", |m| (m & !4095) + 16 + 18 * 216),
         ("area end", |m| (m & !4095) + 4080),
     ];
     for (what, target) in cases {

@@ -19,7 +19,9 @@ use rand_core::RngCore;
 
 use twinheap_page::page_size;
 use twinheap_slab as slab;
-use twinheap_tests::{errno, first_nonzero, set_errno, Rng64};
+use twinheap_tests::{
+    errno, first_nonzero, run_in_child_capturing_stderr, set_errno, ChildOutcome, Rng64,
+};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -30,15 +32,17 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 const MIB: usize = 1 << 20;
 const MAX_SMALL: usize = slab::MAX_SMALL;
 
-/// The 48 class slot sizes in 16-byte units (musl mallocng's table, documented in class.rs).
+/// The 48 class slot sizes in 16-byte units (musl mallocng's table, documented in class.rs); a
+/// 48-byte request takes a 48-byte slot.
 const UNITS: [usize; 48] = [
     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 18, 20, 25, 31, 36, 42, 50, 63, 72, 84, 102, 127, 146,
     170, 204, 255, 292, 340, 409, 511, 584, 682, 818, 1023, 1169, 1364, 1637, 2047, 2340, 2730,
     3276, 4095, 4680, 5460, 6552, 8191,
 ];
 
+/// Largest request a class serves: its whole stride (slots carry no in-band header).
 fn capacity(class: usize) -> usize {
-    UNITS[class] * 16 - 4
+    UNITS[class] * 16
 }
 
 fn stride(class: usize) -> usize {
@@ -264,7 +268,8 @@ fn is_large(n: usize, align: usize) -> bool {
     if align <= 16 {
         n > MAX_SMALL
     } else {
-        align > slab::MAX_CLASS_ALIGN || n + align - 16 > MAX_SMALL
+        // Aligned blocks are padded as for at least one byte, so an empty one stays in its slot.
+        align > slab::MAX_CLASS_ALIGN || n.max(1) + align - 16 > MAX_SMALL
     }
 }
 
@@ -279,7 +284,7 @@ fn placement(n: usize, align: usize, p: usize, page: usize) -> (Option<usize>, u
         };
         (None, lead)
     } else if align > 16 {
-        (Some(class_of(n + align - 16)), 0)
+        (Some(class_of(n.max(1) + align - 16)), 0)
     } else {
         (Some(class_of(n)), 0)
     }
@@ -545,7 +550,7 @@ fn random_operations_match_the_model_and_trim_gives_memory_back() {
     let before = slab::stats();
     let mut stats_errors = Vec::new();
     for seed in [1, 0xdead_beef, 42] {
-        stats_errors.extend(run(seed, 200_000));
+        stats_errors.extend(run(seed, 150_000));
         slab::trim();
         let after = slab::stats();
         assert_eq!(after.requested, 0, "seed {seed}");
@@ -724,4 +729,43 @@ fn stats_count_each_kind_of_block_exactly() {
         unsafe { slab::free(p) };
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn aligned_empty_blocks_stay_inside_their_slot() {
+    // aligned_alloc(A, 0) takes a block of A - 16 bytes, and every such size is a class stride
+    // exactly (2^k - 16 = 2^(k-4) - 1 units), so the block fills its slot. Aligning its start up
+    // may move it by A - 16 bytes: to the slot's end, which is the next slot's start. The empty
+    // block must stay in its own slot: its usable size is 0, and freeing it frees nothing else.
+    // Runs in a child, since the failure aborts.
+    let (outcome, stderr) = run_in_child_capturing_stderr(|| {
+        let mut align = 32;
+        while align <= slab::MAX_CLASS_ALIGN {
+            for _ in 0..64 {
+                let p = slab::aligned_alloc(align, 0);
+                if p.is_null() || !(p as usize).is_multiple_of(align) {
+                    return 2;
+                }
+                // A live neighbour right after the slot, which the empty block must not name.
+                let q = slab::malloc(align - 16);
+                // SAFETY: live blocks, each freed once.
+                unsafe {
+                    if slab::usable_size(p) != 0 {
+                        return 3;
+                    }
+                    slab::free(p);
+                    if !q.is_null() && slab::usable_size(q) != align - 16 {
+                        return 4;
+                    }
+                    slab::free(q);
+                }
+            }
+            align *= 2;
+        }
+        0
+    });
+    assert_eq!(
+        (outcome, String::from_utf8_lossy(&stderr).into_owned()),
+        (ChildOutcome::Exited(0), String::new())
+    );
 }

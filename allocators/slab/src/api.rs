@@ -346,7 +346,9 @@ fn aligned_in(ctx: &Ctx, align: usize, n: usize) -> *mut u8 {
     if align <= UNIT {
         return malloc_in(ctx, n);
     }
-    let Some(padded) = n.checked_add(align - UNIT) else {
+    // An empty block still needs its start inside the slot: pad as for one byte, or rounding up
+    // to the alignment could land on the slot's end, the next slot's start.
+    let Some(padded) = n.max(1).checked_add(align - UNIT) else {
         return fail(libc::ENOMEM);
     };
     if align > MAX_CLASS_ALIGN || padded > MAX_SMALL {

@@ -48,9 +48,9 @@ mod meta;
 mod pending;
 #[cfg(not(loom))]
 mod secret;
+mod segmap;
 #[cfg(not(loom))]
 mod segment;
-mod segmap;
 #[cfg(not(loom))]
 mod slot;
 #[cfg(not(loom))]

@@ -219,6 +219,9 @@ pub(crate) unsafe fn put(mem: *mut u8, class: usize, dirty: usize) {
     // Whole pages inside the group that it may have written.
     let from = (mem as usize).next_multiple_of(page);
     let to = (mem as usize + dirty.min(span)) & !(page - 1);
+    // The resident count changes only under a class lock, like the flags that carry it, so that
+    // a fork (which takes every class lock) never leaves the child a count no group accounts for.
+    let mut c = CLASS[class].lock();
     let mut resident = false;
     if to > from {
         let held = RESIDENT_BYTES.fetch_add(span, Relaxed);
@@ -226,15 +229,17 @@ pub(crate) unsafe fn put(mem: *mut u8, class: usize, dirty: usize) {
             resident = true;
         } else {
             RESIDENT_BYTES.fetch_sub(span, Relaxed);
-            // Before the group joins the stack: once there, another heap may take it.
+            drop(c);
+            // Before the group joins the stack (once there, another heap may take it), and
+            // without the lock (a syscall).
             // SAFETY: the group is ours alone and its contents are not needed; the pages read
             // zero afterwards, as a released group's must (with zero_on_free).
             let _ = unsafe {
                 twinheap_page::release(from as *mut u8, to - from, twinheap_page::Release::DontNeed)
             };
+            c = CLASS[class].lock();
         }
     }
-    let mut c = CLASS[class].lock();
     let seg = find(mem as usize);
     // SAFETY: the group's segment is live while the group is held; the class lock is held.
     let unmap = unsafe {

@@ -208,7 +208,7 @@ const TABLE_DATA: [Spec; Id::COUNT] = [
     Spec {
         max: 1 << 40,
         default: 32 << 20,
-        meaning: "Bytes of freed large blocks (above 131052 bytes) kept for reuse, so that big buffers \
+        meaning: "Bytes of freed large blocks (above 131056 bytes) kept for reuse, so that big buffers \
                   allocated and freed repeatedly cost no new mapping and no page faults. A cached block is \
                   zeroed (with `slab.zero_on_free`) or made inaccessible, and any write to it faults. At \
                   most 32 blocks; a block larger than this is never kept; 0 turns the cache off; trim \
