@@ -76,8 +76,26 @@ pub fn run_in_child(f: impl FnOnce() -> i32) -> ChildOutcome {
     run_in_child_timeout(DEFAULT_CHILD_TIMEOUT, f)
 }
 
+/// Makes sure slab's fork handlers are registered before a test forks. slab registers them when the
+/// thread that made its first heap leaves that first call (earlier, pthread_atfork's own allocation
+/// would re-enter slab); a fork from another test thread inside that window would copy whatever
+/// slab lock was held at that instant into the child, which would wait for it forever. Tests start
+/// together, so their first forks can fall in that window.
+fn slab_ready_for_fork() {
+    if twinheap_slab::fork_handlers_registered() {
+        return;
+    }
+    // SAFETY: a fresh block, freed once.
+    unsafe { twinheap_slab::free(twinheap_slab::malloc(1)) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !twinheap_slab::fork_handlers_registered() && Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+}
+
 /// [`run_in_child`] with an explicit deadline after which the child is killed.
 pub fn run_in_child_timeout(timeout: Duration, f: impl FnOnce() -> i32) -> ChildOutcome {
+    slab_ready_for_fork();
     // SAFETY: fork has no preconditions; the child only runs `child_main`, which never returns.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -482,6 +500,7 @@ fn run_in_child_collecting<T: Default>(
     collect: fn(i32, &mut T),
 ) -> (ChildOutcome, T) {
     let [read_end, write_end] = fds;
+    slab_ready_for_fork();
     // SAFETY: as in `run_in_child_timeout`.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
