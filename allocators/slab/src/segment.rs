@@ -54,10 +54,15 @@ const TOP: usize = (1 << (47 - SEG_SHIFT)) / LEAF;
 /// Bytes of released groups' pages kept resident for reuse, process-wide; see the module docs.
 pub(crate) const RESIDENT_CAP: usize = 2 << 20;
 
-/// Released-entry bits: the entry is a link, and the group's pages are counted as resident.
+/// Released-entry bits: the entry is a link; the group's pages are counted as resident; its memory
+/// is as the group left it (not given back to the OS), so the next group scans each slot before
+/// its first block (catching writes after the release) — a group whose pages were dropped reads
+/// zero, and scanning it would only map the zero page and copy it at the first write (a TLB
+/// shootdown on every core running the process).
 const RELEASED: usize = 1;
 const RESIDENT: usize = 2;
-const LINK_SHIFT: u32 = 2;
+const KEPT: usize = 4;
+const LINK_SHIFT: u32 = 3;
 
 /// Segment number to record (`segmap.rs`).
 static MAP: Map<Seg, TOP, LEAF> = Map::new();
@@ -141,8 +146,9 @@ pub(crate) fn find(a: usize) -> *mut Seg {
     MAP.get(a >> SEG_SHIFT)
 }
 
-/// Memory for a new group of `class`: its first byte, and whether it held a group before (then its
-/// slots may have been written: with `zero_on_free` they read zero, but only a scan proves it).
+/// Memory for a new group of `class`: its first byte, and whether it holds what a released group
+/// left (then its slots may have been written since: with `zero_on_free` they read zero, but only a
+/// scan proves it; memory given back to the OS, or never used, reads zero).
 /// `try_only`: wait for no lock (a call re-entered from a signal handler).
 pub(crate) fn take(class: usize, try_only: bool) -> Option<(*mut u8, bool)> {
     let lock = &CLASS[class];
@@ -168,7 +174,7 @@ pub(crate) fn take(class: usize, try_only: bool) -> Option<(*mut u8, bool)> {
             if e & RESIDENT != 0 {
                 RESIDENT_BYTES.fetch_sub(class::span(class), Relaxed);
             }
-            return Some((s.group(gi), true));
+            return Some((s.group(gi), e & KEPT != 0));
         }
     }
     let mut seg = c.current;
@@ -223,12 +229,14 @@ pub(crate) unsafe fn put(mem: *mut u8, class: usize, dirty: usize) {
     // a fork (which takes every class lock) never leaves the child a count no group accounts for.
     let mut c = CLASS[class].lock();
     let mut resident = false;
+    let mut kept = true;
     if to > from {
         let held = RESIDENT_BYTES.fetch_add(span, Relaxed);
         if held + span <= RESIDENT_CAP {
             resident = true;
         } else {
             RESIDENT_BYTES.fetch_sub(span, Relaxed);
+            kept = false;
             drop(c);
             // Before the group joins the stack (once there, another heap may take it), and
             // without the lock (a syscall).
@@ -245,7 +253,7 @@ pub(crate) unsafe fn put(mem: *mut u8, class: usize, dirty: usize) {
     let unmap = unsafe {
         let s = &mut *seg;
         let gi = class::group_index(class, mem as usize - s.base);
-        let flags = RELEASED | if resident { RESIDENT } else { 0 };
+        let flags = RELEASED | if resident { RESIDENT } else { 0 } | if kept { KEPT } else { 0 };
         s.entry(gi)
             .store((s.free_top as usize) << LINK_SHIFT | flags, Release);
         s.free_top = gi as u32 + 1;
@@ -315,21 +323,28 @@ unsafe fn release_runs(s: &Seg, span: usize, page: usize) -> bool {
         }
         let first = gi;
         while gi < used && s.entry(gi).load(Relaxed) & RELEASED != 0 {
-            let e = s.entry(gi).load(Relaxed);
-            if e & RESIDENT != 0 {
-                s.entry(gi).store(e & !RESIDENT, Relaxed);
-                RESIDENT_BYTES.fetch_sub(span, Relaxed);
-            }
             gi += 1;
         }
         let from = (s.base + first * span).next_multiple_of(page);
         let to = (s.base + gi * span) & !(page - 1);
-        if to > from {
-            // SAFETY: released groups are the class's alone (lock held) and unused.
-            any |= unsafe {
+        // SAFETY: released groups are the class's alone (lock held) and unused.
+        let dropped = to > from
+            && unsafe {
                 twinheap_page::release(from as *mut u8, to - from, twinheap_page::Release::DontNeed)
             }
             .is_ok();
+        any |= dropped;
+        for k in first..gi {
+            let mut e = s.entry(k).load(Relaxed);
+            if e & RESIDENT != 0 {
+                e &= !RESIDENT;
+                RESIDENT_BYTES.fetch_sub(span, Relaxed);
+            }
+            let (start, end) = (s.base + k * span, s.base + (k + 1) * span);
+            if dropped && start >= from && end <= to {
+                e &= !KEPT;
+            }
+            s.entry(k).store(e, Relaxed);
         }
     }
     any
