@@ -20,6 +20,15 @@
 //!
 //! The parent side is ordinary Rust and may allocate freely.
 
+/// slab's 48 class strides in 16-byte units (musl mallocng's table), written out independently of
+/// the allocator so that tests check it rather than reuse it. With no in-band header a class serves
+/// requests up to its whole stride: a 48-byte request takes a 48-byte slot.
+pub const SLAB_UNITS: [usize; 48] = [
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 18, 20, 25, 31, 36, 42, 50, 63, 72, 84, 102, 127, 146,
+    170, 204, 255, 292, 340, 409, 511, 584, 682, 818, 1023, 1169, 1364, 1637, 2047, 2340, 2730,
+    3276, 4095, 4680, 5460, 6552, 8191,
+];
+
 use std::io;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -11,6 +11,7 @@
 
 use twinheap_page::page_size;
 use twinheap_slab as slab;
+use twinheap_tests::SLAB_UNITS as UNITS;
 use twinheap_tests::{
     is_mapped, parse_fault_line, poke, run_in_child, run_in_child_capturing_stderr,
     run_in_child_capturing_stderr_writes, touch, ChildOutcome, SharedSlots, DEFAULT_CHILD_TIMEOUT,
@@ -69,14 +70,6 @@ fn other_nonzero(old: u8) -> u8 {
 // ---- slab's layout, as documented (class.rs, segment.rs) ----------------------------------------
 
 const MIB: usize = 1 << 20;
-/// The 48 class strides in 16-byte units (musl mallocng's table). With no in-band header a class
-/// serves requests up to its whole stride.
-const UNITS: [usize; 48] = [
-    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 18, 20, 25, 31, 36, 42, 50, 63, 72, 84, 102, 127, 146,
-    170, 204, 255, 292, 340, 409, 511, 584, 682, 818, 1023, 1169, 1364, 1637, 2047, 2340, 2730,
-    3276, 4095, 4680, 5460, 6552, 8191,
-];
-
 fn stride(class: usize) -> usize {
     UNITS[class] * 16
 }

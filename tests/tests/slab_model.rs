@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use twinheap_tests::SLAB_UNITS as UNITS;
 
 use rand_core::RngCore;
 
@@ -32,17 +33,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 const MIB: usize = 1 << 20;
 const MAX_SMALL: usize = slab::MAX_SMALL;
 
-/// The 48 class slot sizes in 16-byte units (musl mallocng's table, documented in class.rs); a
-/// 48-byte request takes a 48-byte slot.
-const UNITS: [usize; 48] = [
-    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 18, 20, 25, 31, 36, 42, 50, 63, 72, 84, 102, 127, 146,
-    170, 204, 255, 292, 340, 409, 511, 584, 682, 818, 1023, 1169, 1364, 1637, 2047, 2340, 2730,
-    3276, 4095, 4680, 5460, 6552, 8191,
-];
-
 /// Largest request a class serves: its whole stride (slots carry no in-band header).
 fn capacity(class: usize) -> usize {
-    UNITS[class] * 16
+    stride(class)
 }
 
 fn stride(class: usize) -> usize {
