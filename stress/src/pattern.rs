@@ -142,7 +142,7 @@ impl Block {
                 "allocation of {size} bytes (align {align}) returned null"
             ))
         };
-        if (p as usize) % align != 0 {
+        if !(p as usize).is_multiple_of(align) {
             fault::fail(&format!(
                 "block 0x{:x} of {size} bytes is not aligned to {align}",
                 p as usize
@@ -227,7 +227,7 @@ impl Block {
                 self.size
             ))
         };
-        if (p as usize) % self.align != 0 {
+        if !(p as usize).is_multiple_of(self.align) {
             fault::fail(&format!(
                 "realloc returned 0x{:x}, not aligned to {}",
                 p as usize, self.align

@@ -761,7 +761,7 @@ mod tests {
             unsafe {
                 ptr::write_bytes(m, (i % 251) as u8, n);
                 blocks.push((m, n));
-                if x % 3 == 0 {
+                if x.is_multiple_of(3) {
                     let j = (x >> 20) as usize % blocks.len();
                     let (q, qn) = blocks.swap_remove(j);
                     let tag = *q;

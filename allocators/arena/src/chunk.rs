@@ -220,7 +220,7 @@ pub(crate) const MAX_TCACHE_SIZE: usize = tidx2usize(TCACHE_MAX_BINS - 1);
 /// exact; glibc's rounding up would cost three more instructions on every malloc and free.
 #[inline(always)]
 pub(crate) const fn csize2tidx(s: usize) -> usize {
-    debug_assert!(s >= MINSIZE && s % ALIGNMENT == 0);
+    debug_assert!(s >= MINSIZE && s.is_multiple_of(ALIGNMENT));
     (s - MINSIZE) / ALIGNMENT
 }
 

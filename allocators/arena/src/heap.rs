@@ -58,7 +58,7 @@ pub(crate) struct HeapInfo {
     _spare: usize,
 }
 
-const _: () = assert!(size_of::<HeapInfo>() % ALIGNMENT == 0);
+const _: () = assert!(size_of::<HeapInfo>().is_multiple_of(ALIGNMENT));
 
 /// Big heaps and hugetlbfs heaps that exist (for `stats`).
 pub(crate) static BIG_HEAPS: AtomicUsize = AtomicUsize::new(0);

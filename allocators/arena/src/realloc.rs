@@ -142,7 +142,7 @@ pub(crate) unsafe fn int_memalign(av: &Arena, align: usize, nb: usize) -> P {
             return big_alloc(av, nb, align);
         }
         let m = mem(p) as usize;
-        if m % align != 0 {
+        if !m.is_multiple_of(align) {
             let mut np = chunk_of(((m + align - 1) & !(align - 1)) as *mut u8);
             if (np as usize - p as usize) < MINSIZE {
                 np = at(np, align);

@@ -164,7 +164,7 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                if live.len() < 200 || x % 2 == 0 {
+                if live.len() < 200 || x.is_multiple_of(2) {
                     live.push(crate::api::malloc(1100 + (x % 20_000) as usize));
                 } else {
                     let p = live.swap_remove((x >> 8) as usize % live.len());

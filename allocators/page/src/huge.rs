@@ -128,7 +128,8 @@ pub fn reserve_hugetlb(len: usize, align: usize, size: usize) -> Result<Reservat
         size
     };
     let invalid = Error::new(Op::Reserve, libc::EINVAL);
-    if !page.is_power_of_two() || len == 0 || len % page != 0 || !align.is_power_of_two() {
+    if !page.is_power_of_two() || len == 0 || !len.is_multiple_of(page) || !align.is_power_of_two()
+    {
         return Err(invalid);
     }
     let align = align.max(page);

@@ -38,7 +38,7 @@ pub enum Contents {
 pub unsafe fn release(ptr: *mut u8, len: usize, how: Release) -> Result<Contents, Error> {
     let _errno = ErrnoGuard::save();
     let page = page_size();
-    if (ptr as usize) % page != 0 || len % page != 0 {
+    if !(ptr as usize).is_multiple_of(page) || !len.is_multiple_of(page) {
         return Err(Error::new(Op::Advise, libc::EINVAL));
     }
     if len == 0 {

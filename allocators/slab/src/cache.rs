@@ -102,7 +102,7 @@ pub(crate) fn take(len: usize, align: usize) -> Option<Entry> {
     for (i, slot) in cache.slots.iter().enumerate() {
         let Some(slot) = slot else { continue };
         let m = &slot.entry.mapping;
-        if m.capacity() < len || m.ptr().as_ptr() as usize % align != 0 {
+        if m.capacity() < len || !(m.ptr().as_ptr() as usize).is_multiple_of(align) {
             continue;
         }
         // Closest length first, then the newest (its pages are likelier to be in cache).

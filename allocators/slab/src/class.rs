@@ -63,7 +63,7 @@ const K: u32 = 2 * SEG_SHIFT;
 const fn magic(d: u64) -> u64 {
     match (1u64 << K).checked_div(d) {
         // ceil(2^K / d); the padding entries (d == 0) are never used.
-        Some(q) => q + ((1u64 << K) % d != 0) as u64,
+        Some(q) => q + !(1u64 << K).is_multiple_of(d) as u64,
         None => 0,
     }
 }

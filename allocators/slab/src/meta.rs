@@ -72,7 +72,7 @@ pub(crate) struct Meta {
 }
 
 static_assertions::const_assert!(size_of::<Meta>() <= 216);
-static_assertions::const_assert!(AREA % 16 == 0 && AREA_HEADER % 8 == 0);
+static_assertions::const_assert!(AREA.is_multiple_of(16) && AREA_HEADER.is_multiple_of(8));
 
 /// Records per area.
 const PER_AREA: usize = (AREA - AREA_HEADER) / size_of::<Meta>();
@@ -273,7 +273,7 @@ fn reuse_released(pool: &mut Pool) -> usize {
 pub(crate) fn release_unused() -> usize {
     let mut pool = POOL.lock();
     let page = page_size();
-    if page % AREA != 0 {
+    if !page.is_multiple_of(AREA) {
         return 0;
     }
     // Count each area's free records in the spare word of its header (under the pool lock).
@@ -558,7 +558,7 @@ mod tests {
         for addr in 0..(1usize << 20) {
             let offset = addr % AREA;
             let plain = offset >= AREA_HEADER
-                && (offset - AREA_HEADER) % RECORD == 0
+                && (offset - AREA_HEADER).is_multiple_of(RECORD)
                 && (offset - AREA_HEADER) / RECORD < PER_AREA;
             let fast = record_index(addr) < PER_AREA as u32;
             assert_eq!(plain, fast, "addr {addr:#x}");

@@ -40,7 +40,7 @@ pub(crate) struct Block {
 #[inline(always)]
 pub(crate) unsafe fn block(p: *mut u8) -> Block {
     let a = p as usize;
-    check(a % UNIT == 0 && a != 0, Fault::InvalidFree, a);
+    check(a.is_multiple_of(UNIT) && a != 0, Fault::InvalidFree, a);
     let seg = segment::find(a);
     if seg.is_null() {
         // SAFETY: per the contract.

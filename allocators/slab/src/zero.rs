@@ -21,16 +21,16 @@ use core::ptr;
 #[inline(always)]
 pub(crate) unsafe fn any_nonzero(from: *const u8, to: *const u8) -> bool {
     let len = to as usize - from as usize;
-    debug_assert!(from as usize % 8 == 0 && len % 4 == 0);
+    debug_assert!((from as usize).is_multiple_of(8) && len.is_multiple_of(4));
     if len <= 64 {
         // SAFETY: per the contract.
         return unsafe { short_nonzero(from, len) };
     }
     #[cfg(target_arch = "x86_64")]
     match simd::level() {
-        // SAFETY: the CPU supports AVX-512F (checked); the range is the caller's and long enough.
         simd::Level::Avx512 if len >= avx512::MIN => {
-            return unsafe { avx512::any_nonzero(from, len) }
+            // SAFETY: the CPU supports AVX-512F (checked); the range is the caller's, long enough.
+            return unsafe { avx512::any_nonzero(from, len) };
         }
         // SAFETY: AVX-512 implies AVX2; the range is the caller's and longer than 64.
         simd::Level::Avx512 | simd::Level::Avx2 => return unsafe { avx2::any_nonzero(from, len) },
@@ -71,7 +71,7 @@ unsafe fn words_nonzero(from: *const u8, len: usize) -> bool {
         for i in 0..len / 8 {
             acc |= words.add(i).read();
         }
-        if len % 8 != 0 {
+        if !len.is_multiple_of(8) {
             acc |= u64::from((from.add(len - 4) as *const u32).read());
         }
     }
@@ -333,7 +333,7 @@ pub(crate) unsafe fn first_nonzero(from: *const u8, to: *const u8) -> Option<*co
     let mut i = 0;
     // SAFETY: every read is inside [from, to); word reads are 8-aligned.
     unsafe {
-        while i < len && (from as usize + i) % 8 != 0 {
+        while i < len && !(from as usize + i).is_multiple_of(8) {
             if *from.add(i) != 0 {
                 return Some(from.add(i));
             }
