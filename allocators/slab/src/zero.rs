@@ -135,149 +135,104 @@ mod simd {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use core::arch::x86_64::{
-        __m256i, _mm256_load_si256, _mm256_loadu_si256, _mm256_or_si256, _mm256_setzero_si256,
-        _mm256_store_si256, _mm256_storeu_si256, _mm256_testz_si256,
+/// Defines a module with the scan and the zeroing for one vector width `W` (bytes): loads and
+/// stores of `W` bytes, four per step; the first and last `W` bytes unaligned, everything between
+/// aligned (a slot starts 16-aligned, so unaligned wide accesses would split cache lines). Each
+/// function requires a CPU with `$feature` and a range of at least `$min` bytes (at least 2·W).
+macro_rules! vector_forms {
+    (
+        $(#[$doc:meta])* mod $name:ident: $feature:literal, $vec:ident, $w:literal, min $min:literal,
+        $load:ident, $loadu:ident, $or:ident, $zero:ident, $store:ident, $storeu:ident,
+        nonzero($acc:ident) = $nonzero:expr, uses [$($extra:ident),*]
+    ) => {
+        $(#[$doc])*
+        #[cfg(target_arch = "x86_64")]
+        mod $name {
+            use core::arch::x86_64::{$vec, $load, $loadu, $or, $zero, $store, $storeu $(, $extra)*};
+
+            /// Shortest run these forms are given.
+            #[allow(dead_code)]
+            pub(super) const MIN: usize = $min;
+
+            /// [`super::any_nonzero`] with `W`-byte loads into four accumulators.
+            ///
+            /// # Safety
+            /// The CPU supports the feature; `[from, from + len)` is readable and `len >= MIN`.
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn any_nonzero(from: *const u8, len: usize) -> bool {
+                debug_assert!(len >= MIN);
+                let end = from as usize + len;
+                // SAFETY: every load is inside the range: the two unaligned ones at its ends, the
+                // aligned ones from the first W-byte boundary after `from` up to the last one at
+                // or before `end`.
+                unsafe {
+                    let mut a = $loadu(from as *const $vec);
+                    let mut b = $loadu((end - $w) as *const $vec);
+                    let mut c = $zero();
+                    let mut d = $zero();
+                    let mut q = (from as usize + $w) & !($w - 1);
+                    while q + 4 * $w <= end {
+                        a = $or(a, $load(q as *const $vec));
+                        b = $or(b, $load((q + $w) as *const $vec));
+                        c = $or(c, $load((q + 2 * $w) as *const $vec));
+                        d = $or(d, $load((q + 3 * $w) as *const $vec));
+                        q += 4 * $w;
+                    }
+                    while q + $w <= end {
+                        a = $or(a, $load(q as *const $vec));
+                        q += $w;
+                    }
+                    let $acc = $or($or(a, b), $or(c, d));
+                    $nonzero
+                }
+            }
+
+            /// Zeroes `[p, p + len)` with `W`-byte stores.
+            ///
+            /// # Safety
+            /// The CPU supports the feature; `[p, p + len)` is writable and `len >= MIN`.
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn zero(p: *mut u8, len: usize) {
+                debug_assert!(len >= MIN);
+                let end = p as usize + len;
+                // SAFETY: as in `any_nonzero`, with stores.
+                unsafe {
+                    let z = $zero();
+                    $storeu(p as *mut $vec, z);
+                    $storeu((end - $w) as *mut $vec, z);
+                    let mut q = (p as usize + $w) & !($w - 1);
+                    while q + 4 * $w <= end {
+                        $store(q as *mut $vec, z);
+                        $store((q + $w) as *mut $vec, z);
+                        $store((q + 2 * $w) as *mut $vec, z);
+                        $store((q + 3 * $w) as *mut $vec, z);
+                        q += 4 * $w;
+                    }
+                    while q + $w <= end {
+                        $store(q as *mut $vec, z);
+                        q += $w;
+                    }
+                }
+            }
+        }
     };
-
-    /// [`super::any_nonzero`] with 32-byte loads, 128 bytes per step into four accumulators. The
-    /// first and last 32 bytes are loaded unaligned; everything between with aligned loads (a slot
-    /// starts 16-aligned, so unaligned 32-byte loads would split every other cache line).
-    ///
-    /// # Safety
-    /// The CPU supports AVX2; `[from, from + len)` is readable and `len >= 64`.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn any_nonzero(from: *const u8, len: usize) -> bool {
-        debug_assert!(len >= 64);
-        let end = from as usize + len;
-        // SAFETY: every load is inside the range: the two unaligned ones at its ends, the aligned
-        // ones from the first 32-byte boundary after `from` up to the last one at or before `end`.
-        unsafe {
-            let mut a = _mm256_loadu_si256(from as *const __m256i);
-            let mut b = _mm256_loadu_si256((end - 32) as *const __m256i);
-            let mut c = _mm256_setzero_si256();
-            let mut d = _mm256_setzero_si256();
-            let mut q = (from as usize + 32) & !31;
-            while q + 128 <= end {
-                a = _mm256_or_si256(a, _mm256_load_si256(q as *const __m256i));
-                b = _mm256_or_si256(b, _mm256_load_si256((q + 32) as *const __m256i));
-                c = _mm256_or_si256(c, _mm256_load_si256((q + 64) as *const __m256i));
-                d = _mm256_or_si256(d, _mm256_load_si256((q + 96) as *const __m256i));
-                q += 128;
-            }
-            while q + 32 <= end {
-                a = _mm256_or_si256(a, _mm256_load_si256(q as *const __m256i));
-                q += 32;
-            }
-            let acc = _mm256_or_si256(_mm256_or_si256(a, b), _mm256_or_si256(c, d));
-            _mm256_testz_si256(acc, acc) == 0
-        }
-    }
-
-    /// Zeroes `[p, p + len)` with 32-byte stores, aligned ones between an unaligned first and last.
-    ///
-    /// # Safety
-    /// The CPU supports AVX2; `[p, p + len)` is writable and `len >= 64`.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn zero(p: *mut u8, len: usize) {
-        debug_assert!(len >= 64);
-        let end = p as usize + len;
-        // SAFETY: as in `any_nonzero`, with stores.
-        unsafe {
-            let z = _mm256_setzero_si256();
-            _mm256_storeu_si256(p as *mut __m256i, z);
-            _mm256_storeu_si256((end - 32) as *mut __m256i, z);
-            let mut q = (p as usize + 32) & !31;
-            while q + 128 <= end {
-                _mm256_store_si256(q as *mut __m256i, z);
-                _mm256_store_si256((q + 32) as *mut __m256i, z);
-                _mm256_store_si256((q + 64) as *mut __m256i, z);
-                _mm256_store_si256((q + 96) as *mut __m256i, z);
-                q += 128;
-            }
-            while q + 32 <= end {
-                _mm256_store_si256(q as *mut __m256i, z);
-                q += 32;
-            }
-        }
-    }
 }
 
-/// The AVX-512 forms of the scan and the zeroing, for runs of at least [`avx512::MIN`] bytes.
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use core::arch::x86_64::{
-        __m512i, _mm512_load_si512, _mm512_loadu_si512, _mm512_or_si512, _mm512_setzero_si512,
-        _mm512_store_si512, _mm512_storeu_si512, _mm512_test_epi64_mask,
-    };
+vector_forms! {
+    /// 32-byte AVX2 forms, for runs above 64 bytes.
+    mod avx2: "avx2", __m256i, 32, min 64,
+    _mm256_load_si256, _mm256_loadu_si256, _mm256_or_si256, _mm256_setzero_si256,
+    _mm256_store_si256, _mm256_storeu_si256,
+    nonzero(acc) = _mm256_testz_si256(acc, acc) == 0, uses [_mm256_testz_si256]
+}
 
-    /// Shortest run given to 64-byte vectors: below it AVX2 needs at most four steps, and
+vector_forms! {
+    /// 64-byte AVX-512 forms. From 512 bytes: below that AVX2 needs at most four steps, and
     /// criterion measured no gain at 256-byte blocks (within its noise there).
-    pub(super) const MIN: usize = 512;
-
-    /// [`super::any_nonzero`] with 64-byte loads, 256 bytes per step into four accumulators; the
-    /// first and last 64 bytes unaligned, everything between aligned (a 64-byte load that crosses
-    /// a cache line costs two).
-    ///
-    /// # Safety
-    /// The CPU supports AVX-512F; `[from, from + len)` is readable and `len >= MIN`.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn any_nonzero(from: *const u8, len: usize) -> bool {
-        debug_assert!(len >= MIN);
-        let end = from as usize + len;
-        // SAFETY: every load is inside the range: the two unaligned ones at its ends, the aligned
-        // ones from the first 64-byte boundary after `from` up to the last one at or before `end`.
-        unsafe {
-            let mut a = _mm512_loadu_si512(from as *const __m512i);
-            let mut b = _mm512_loadu_si512((end - 64) as *const __m512i);
-            let mut c = _mm512_setzero_si512();
-            let mut d = _mm512_setzero_si512();
-            let mut q = (from as usize + 64) & !63;
-            while q + 256 <= end {
-                a = _mm512_or_si512(a, _mm512_load_si512(q as *const __m512i));
-                b = _mm512_or_si512(b, _mm512_load_si512((q + 64) as *const __m512i));
-                c = _mm512_or_si512(c, _mm512_load_si512((q + 128) as *const __m512i));
-                d = _mm512_or_si512(d, _mm512_load_si512((q + 192) as *const __m512i));
-                q += 256;
-            }
-            while q + 64 <= end {
-                a = _mm512_or_si512(a, _mm512_load_si512(q as *const __m512i));
-                q += 64;
-            }
-            let acc = _mm512_or_si512(_mm512_or_si512(a, b), _mm512_or_si512(c, d));
-            _mm512_test_epi64_mask(acc, acc) != 0
-        }
-    }
-
-    /// Zeroes `[p, p + len)` with 64-byte stores, aligned ones between an unaligned first and last.
-    ///
-    /// # Safety
-    /// The CPU supports AVX-512F; `[p, p + len)` is writable and `len >= MIN`.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn zero(p: *mut u8, len: usize) {
-        debug_assert!(len >= MIN);
-        let end = p as usize + len;
-        // SAFETY: as in `any_nonzero`, with stores.
-        unsafe {
-            let z = _mm512_setzero_si512();
-            _mm512_storeu_si512(p as *mut __m512i, z);
-            _mm512_storeu_si512((end - 64) as *mut __m512i, z);
-            let mut q = (p as usize + 64) & !63;
-            while q + 256 <= end {
-                _mm512_store_si512(q as *mut __m512i, z);
-                _mm512_store_si512((q + 64) as *mut __m512i, z);
-                _mm512_store_si512((q + 128) as *mut __m512i, z);
-                _mm512_store_si512((q + 192) as *mut __m512i, z);
-                q += 256;
-            }
-            while q + 64 <= end {
-                _mm512_store_si512(q as *mut __m512i, z);
-                q += 64;
-            }
-        }
-    }
+    mod avx512: "avx512f", __m512i, 64, min 512,
+    _mm512_load_si512, _mm512_loadu_si512, _mm512_or_si512, _mm512_setzero_si512,
+    _mm512_store_si512, _mm512_storeu_si512,
+    nonzero(acc) = _mm512_test_epi64_mask(acc, acc) != 0, uses [_mm512_test_epi64_mask]
 }
 
 /// Zeroes `[p, p + len)` exactly. Small lengths (most blocks) use a few overlapping word stores
