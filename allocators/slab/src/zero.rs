@@ -123,10 +123,12 @@ mod simd {
                 let ebx7 = __cpuid_count(7, 0).ebx;
                 let avx2 = xcr0 & 0b110 == 0b110 && ebx7 & (1 << 5) != 0;
                 let avx512 = avx2 && xcr0 & 0b1110_0000 == 0b1110_0000 && ebx7 & (1 << 16) != 0;
-                match (avx2, avx512) {
-                    (_, true) => Level::Avx512,
-                    (true, false) => Level::Avx2,
-                    _ => Level::None,
+                if avx512 {
+                    Level::Avx512
+                } else if avx2 {
+                    Level::Avx2
+                } else {
+                    Level::None
                 }
             }
         };
@@ -151,7 +153,6 @@ macro_rules! vector_forms {
             use core::arch::x86_64::{$vec, $load, $loadu, $or, $zero, $store, $storeu $(, $extra)*};
 
             /// Shortest run these forms are given.
-            #[allow(dead_code)]
             pub(super) const MIN: usize = $min;
 
             /// [`super::any_nonzero`] with `W`-byte loads into four accumulators.
