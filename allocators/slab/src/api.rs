@@ -219,7 +219,12 @@ pub unsafe fn free(p: *mut u8) {
         return;
     }
     // SAFETY: per the contract.
-    unsafe { release(&validate::block(p)) }
+    unsafe {
+        match validate::classed(p) {
+            Some(b) => release_classed(&b),
+            None => free_large(p, None),
+        }
+    }
 }
 
 /// Frees a block whose size the caller states (C23 free_sized, C++ sized delete, Rust dealloc); a size
@@ -233,10 +238,49 @@ pub unsafe fn free_sized(p: *mut u8, n: usize) {
         return;
     }
     // SAFETY: per the contract; validation only reads.
-    let b = unsafe { validate::block(p) };
+    let Some(b) = (unsafe { validate::classed(p) }) else {
+        // SAFETY: as above.
+        return unsafe { free_large(p, Some(n)) };
+    };
     fault::check(b.n == n, Fault::SizeMismatch, p as usize);
     // SAFETY: per the contract.
+    unsafe { release_classed(&b) }
+}
+
+/// [`free`] or [`free_sized`] (with the stated size) of a pointer outside every segment, which must
+/// be a large block. Out of line, so that the classed block of the fast path stays in registers.
+///
+/// # Safety
+/// As for [`free`]; `p` is 16-byte aligned and not null.
+#[cold]
+#[inline(never)]
+unsafe fn free_large(p: *mut u8, n: Option<usize>) {
+    // SAFETY: per the contract; validation only reads.
+    let b = unsafe { validate::large(p) };
+    if let Some(n) = n {
+        fault::check(b.n == n, Fault::SizeMismatch, p as usize);
+    }
+    // SAFETY: per the contract.
     unsafe { release(&b) }
+}
+
+/// [`release`] for a block of a size class (from [`validate::classed`]).
+///
+/// # Safety
+/// `b` was just validated by [`validate::classed`] and the caller gives it up.
+#[inline(always)]
+unsafe fn release_classed(b: &Block) {
+    // SAFETY: per the contract.
+    unsafe {
+        if let Some(session) = thread::enter_fast() {
+            crate::free::small_in_session(b, &session);
+            return;
+        }
+        match thread::enter() {
+            Entry::Session(session) => crate::free::small_in_session(b, &session),
+            Entry::Reentrant(_, _) | Entry::NoHeap => crate::free::small(b),
+        }
+    }
 }
 
 /// Frees a validated block. A classed block is cleared and marked without a lock when possible (see
@@ -245,19 +289,12 @@ pub unsafe fn free_sized(p: *mut u8, n: usize) {
 unsafe fn release(b: &Block) {
     // SAFETY: `b` was just validated and the caller gives it up.
     unsafe {
-        let small = (*b.meta).class != LARGE;
-        if small {
-            if let Some(session) = thread::enter_fast() {
-                crate::free::small_in_session(b, &session);
-                return;
-            }
+        if (*b.meta).class != LARGE {
+            return release_classed(b);
         }
         match thread::enter() {
-            Entry::Session(session) if small => crate::free::small_in_session(b, &session),
-            Entry::Session(_) => large::free(b),
-            Entry::Reentrant(_, _) | Entry::NoHeap if small => crate::free::small(b),
+            Entry::Session(_) | Entry::NoHeap => large::free(b),
             Entry::Reentrant(slot, _) => thread::park_block(slot, b.p),
-            Entry::NoHeap => large::free(b),
         }
     }
 }

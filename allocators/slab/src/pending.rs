@@ -56,19 +56,23 @@ impl Pending {
     #[inline]
     pub(crate) fn push(&self, m: *mut Meta, bit: u32, p: usize) -> Push {
         let len = self.len.load(Relaxed);
-        if len > 0 && self.metas[len - 1].load(Relaxed) == m {
-            let bits = self.bits[len - 1].load(Relaxed);
-            if bits & bit != 0 {
-                report(Fault::DoubleFree, p);
+        // `get` with the wrapped index is the emptiness test and the bounds check in one compare.
+        let last = len.wrapping_sub(1);
+        if let (Some(meta), Some(bits)) = (self.metas.get(last), self.bits.get(last)) {
+            if meta.load(Relaxed) == m {
+                let was = bits.load(Relaxed);
+                if was & bit != 0 {
+                    report(Fault::DoubleFree, p);
+                }
+                bits.store(was | bit, Relaxed);
+                return Push::Done;
             }
-            self.bits[len - 1].store(bits | bit, Relaxed);
-            return Push::Done;
         }
-        if len == PENDING {
+        let (Some(meta), Some(bits)) = (self.metas.get(len), self.bits.get(len)) else {
             return Push::Full;
-        }
-        self.bits[len].store(bit, Relaxed);
-        self.metas[len].store(m, Relaxed);
+        };
+        bits.store(bit, Relaxed);
+        meta.store(m, Relaxed);
         self.len.store(len + 1, Relaxed);
         Push::Done
     }

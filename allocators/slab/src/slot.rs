@@ -124,7 +124,7 @@ pub(crate) unsafe fn enframe(slot: Slot, class: usize, n: usize) -> *mut u8 {
         let stride = class::stride(class);
         let meta = &*slot.meta;
         let start = meta.mem.add(slot.idx * stride);
-        let word = meta.slots[slot.idx].load(Relaxed);
+        let word = meta.slots[slot.idx & 31].load(Relaxed);
         // A never-used slot was never freed, so nothing can have been written after a free; it is
         // zero already (fresh segment memory). Skipping it also spares a fresh page a read fault
         // before its write fault.
@@ -141,7 +141,7 @@ pub(crate) unsafe fn enframe(slot: Slot, class: usize, n: usize) -> *mut u8 {
         if off * UNIT + n < stride {
             *p.add(n) = canary(p as usize, n);
         }
-        meta.slots[slot.idx].store(info(n, off), Relaxed);
+        meta.slots[slot.idx & 31].store(info(n, off), Relaxed);
         p
     }
 }
@@ -182,14 +182,15 @@ pub(crate) unsafe fn reframe(
 /// # Safety
 /// `p`, `n`, `end` describe a block of slot `idx` of `meta` that was just validated and is being
 /// freed.
-#[inline]
+#[inline(always)]
 pub(crate) unsafe fn clear(meta: *mut Meta, idx: usize, p: *mut u8, n: usize, end: *mut u8) {
     // SAFETY: every write is inside [p, end), the block's own bytes and slack.
     unsafe {
         if config::zero_on_free() {
             zero(p, n + usize::from(p.add(n) < end));
         }
-        let word = &(*meta).slots[idx];
+        // A group has at most 32 slots; the mask only spares a bounds check.
+        let word = &(*meta).slots[idx & 31];
         // Release: a neighbour's exact-fit check that sees the slot not live sees it zeroed.
         word.store(word.load(Relaxed) & !LIVE, Release);
     }
@@ -210,7 +211,7 @@ pub(crate) unsafe fn check_exact_fit(meta: &Meta, idx: usize, p: *mut u8, n: usi
         if p.add(n) != end || idx >= usize::from(meta.last_idx) || !config::zero_on_free() {
             return;
         }
-        let next = meta.slots[idx + 1].load(Acquire);
+        let next = meta.slots[(idx + 1) & 31].load(Acquire);
         if next & LIVE == 0 || offset_of(next) > 0 {
             let len = class::stride(usize::from(meta.class)).min(8);
             if any_nonzero(end, end.add(len)) {

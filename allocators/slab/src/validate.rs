@@ -39,12 +39,28 @@ pub(crate) struct Block {
 /// mapping may fault instead of being reported).
 #[inline(always)]
 pub(crate) unsafe fn block(p: *mut u8) -> Block {
+    // SAFETY: per the contract.
+    unsafe {
+        match classed(p) {
+            Some(b) => b,
+            None => large(p),
+        }
+    }
+}
+
+/// [`block`] for a block of a size class; `None` when `p` lies outside every segment, and must then
+/// be checked by [`large`]. Callers on a fast path keep the two apart, so that the classed block
+/// stays in registers instead of meeting the large one's result in memory.
+///
+/// # Safety
+/// None beyond those of [`block`] for the pointers it returns `None` for.
+#[inline(always)]
+pub(crate) unsafe fn classed(p: *mut u8) -> Option<Block> {
     let a = p as usize;
     check(a.is_multiple_of(UNIT) && a != 0, Fault::InvalidFree, a);
     let seg = segment::find(a);
     if seg.is_null() {
-        // SAFETY: per the contract.
-        return unsafe { large(p) };
+        return None;
     }
     // SAFETY: the map names only live records.
     let seg = unsafe { &*seg };
@@ -115,23 +131,23 @@ pub(crate) unsafe fn block(p: *mut u8) -> Block {
     if a + n < end && unsafe { *p.add(n) } != slot::canary(a, n) {
         report(Fault::HeapOverflow, a);
     }
-    Block {
+    Some(Block {
         meta: m,
         idx,
         start: start as *mut u8,
         end: end as *mut u8,
         p,
         n,
-    }
+    })
 }
 
 /// [`block`] for a pointer outside every segment: it must be a large block.
 ///
 /// # Safety
-/// As for [`block`].
+/// As for [`block`]; `p` is 16-byte aligned and not null ([`classed`] checked).
 #[cold]
 #[inline(never)]
-unsafe fn large(p: *mut u8) -> Block {
+pub(crate) unsafe fn large(p: *mut u8) -> Block {
     let a = p as usize;
     // SAFETY: per the contract.
     let h = unsafe { header::read(p) };

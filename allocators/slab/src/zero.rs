@@ -245,13 +245,7 @@ pub(crate) unsafe fn zero(p: *mut u8, len: usize) {
     // SAFETY: the caller owns [p, p + len); overlapping stores stay inside it.
     unsafe {
         if len > 64 {
-            #[cfg(target_arch = "x86_64")]
-            match simd::level() {
-                simd::Level::Avx512 if len >= avx512::MIN => return avx512::zero(p, len),
-                simd::Level::Avx512 | simd::Level::Avx2 => return avx2::zero(p, len),
-                simd::Level::None => {}
-            }
-            ptr::write_bytes(p, 0, len);
+            zero_long(p, len);
         } else if len >= 8 {
             // Stores from both ends cover the range; no loop, which the compiler would turn back
             // into a memset call.
@@ -276,6 +270,24 @@ pub(crate) unsafe fn zero(p: *mut u8, len: usize) {
                 p.add(i).write_volatile(0);
             }
         }
+    }
+}
+
+/// [`zero`] above 64 bytes: vector stores, out of line so that the short case inlines into free.
+///
+/// # Safety
+/// As for [`zero`].
+#[inline(never)]
+unsafe fn zero_long(p: *mut u8, len: usize) {
+    // SAFETY: the caller owns [p, p + len).
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        match simd::level() {
+            simd::Level::Avx512 if len >= avx512::MIN => return avx512::zero(p, len),
+            simd::Level::Avx512 | simd::Level::Avx2 => return avx2::zero(p, len),
+            simd::Level::None => {}
+        }
+        ptr::write_bytes(p, 0, len);
     }
 }
 
