@@ -133,6 +133,8 @@ pub(crate) fn slot_index(class: usize, off: usize) -> usize {
 }
 
 /// The smallest class whose capacity holds `n` bytes. `n` must be at most [`MAX_SMALL`].
+///
+/// Branch-free past the linear range: random request sizes would mispredict a search loop.
 #[inline]
 pub fn of(n: usize) -> usize {
     debug_assert!(n <= MAX_SMALL);
@@ -141,16 +143,26 @@ pub fn of(n: usize) -> usize {
     if units < 9 {
         return units;
     }
-    // From class 8 on there are four classes per doubling of the unit count; start at the first class
-    // of the octave holding `units + 1` and step up at most three times.
-    let need = (units + 1) as u16;
-    let octave = (usize::BITS - 1 - (units >> 3).leading_zeros()) as usize;
-    let mut class = 4 * octave + 4;
-    while SIZES[class] < need {
-        class += 1;
-    }
-    class
+    // From class 8 on the classes come four to an octave of unit counts: those of [2^m, 2^(m+1))
+    // for m >= 3 start at class 4m - 4, and the octave's last class is 2^(m+1) - 1 units, so the
+    // answer is that first class plus the number of its first three that are too small.
+    let need = units + 1;
+    let m = (usize::BITS - 1 - need.leading_zeros()) as usize;
+    let first = 4 * m - 4;
+    let small = |c: usize| usize::from((SIZES_PADDED[c & 63] as usize) < need);
+    first + small(first) + small(first + 1) + small(first + 2)
 }
+
+/// [`SIZES`] padded to 64 entries, for lookups masked by `& 63` (no bounds checks).
+const SIZES_PADDED: [u16; 64] = {
+    let mut t = [u16::MAX; 64];
+    let mut c = 0;
+    while c < CLASSES {
+        t[c] = SIZES[c];
+        c += 1;
+    }
+    t
+};
 
 #[cfg(test)]
 mod tests {

@@ -79,7 +79,10 @@ impl Pending {
 
     /// Owner, heap lock held: removes and returns every record, oldest first.
     pub(crate) fn take(&self) -> impl Iterator<Item = (*mut Meta, u32)> + '_ {
-        let len = self.len.swap(0, Relaxed);
+        // Only the owner writes `len`, so a load and a store do: a swap would be a locked
+        // instruction.
+        let len = self.len.load(Relaxed).min(PENDING);
+        self.len.store(0, Relaxed);
         (0..len).map(|i| (self.metas[i].load(Relaxed), self.bits[i].load(Relaxed)))
     }
 
