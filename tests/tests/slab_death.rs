@@ -135,9 +135,9 @@ unsafe fn secret_via_large_block(p: *mut u8) -> u64 {
     unsafe { ((meta & !4095) as *const u64).read() }
 }
 
-/// Finds slab's out-of-band record of the segment at `base`: an anonymous read-write mapping of its
-/// own (between guard pages) that starts with the secret (the record's check word) followed by the
-/// segment's address. Scans /proc/self/maps with raw reads into stack buffers, so it allocates
+/// Finds slab's out-of-band record of the segment at `base`: a page of an anonymous read-write
+/// mapping (a region of records, or a mapping of the record's own) that starts with the secret (the
+/// record's check word) followed by the segment's address. Scans /proc/self/maps with raw reads into stack buffers, so it allocates
 /// nothing and may run in a forked child. Returns the record's address, or 0 if none matched.
 fn find_segment_record(secret: u64, base: usize) -> usize {
     // SAFETY: a NUL-terminated path; the descriptor is closed below.
@@ -168,15 +168,18 @@ fn find_segment_record(secret: u64, base: usize) -> usize {
                 }
                 continue;
             }
-            if let Some(start) = anonymous_rw_start(&line[..len]) {
-                // SAFETY: the start of a mapping listed as readable and anonymous.
-                let (w0, w1) = unsafe {
-                    let w = start as *const u64;
-                    (w.read(), w.add(1).read())
-                };
-                if w0 == secret && w1 == base as u64 {
-                    found = start;
-                    break 'read;
+            if let Some((start, end)) = anonymous_rw_range(&line[..len]) {
+                // Records start on page boundaries; larger mappings are user memory.
+                for page in (start..end.min(start + (64 << 20))).step_by(page_size()) {
+                    // SAFETY: a page of a mapping listed as readable and anonymous.
+                    let (w0, w1) = unsafe {
+                        let w = page as *const u64;
+                        (w.read(), w.add(1).read())
+                    };
+                    if w0 == secret && w1 == base as u64 {
+                        found = page;
+                        break 'read;
+                    }
                 }
             }
             len = 0;
@@ -187,9 +190,9 @@ fn find_segment_record(secret: u64, base: usize) -> usize {
     found
 }
 
-/// The start address of a /proc/self/maps line describing an anonymous `rw-p` mapping with no
+/// The address range of a /proc/self/maps line describing an anonymous `rw-p` mapping with no
 /// name (inode 0, no path), or `None`.
-fn anonymous_rw_start(line: &[u8]) -> Option<usize> {
+fn anonymous_rw_range(line: &[u8]) -> Option<(usize, usize)> {
     let mut fields = line.split(|&b| b == b' ').filter(|f| !f.is_empty());
     let range = fields.next()?;
     let perms = fields.next()?;
@@ -197,11 +200,13 @@ fn anonymous_rw_start(line: &[u8]) -> Option<usize> {
     if perms != b"rw-p" || inode != b"0" || fields.next().is_some() {
         return None;
     }
-    let mut start = 0usize;
-    for &b in range.split(|&b| b == b'-').next()? {
-        start = start * 16 + (b as char).to_digit(16)? as usize;
-    }
-    Some(start)
+    let hex = |digits: &[u8]| {
+        digits.iter().try_fold(0usize, |acc, &b| {
+            Some(acc * 16 + (b as char).to_digit(16)? as usize)
+        })
+    };
+    let mut ends = range.split(|&b| b == b'-');
+    Some((hex(ends.next()?)?, hex(ends.next()?)?))
 }
 
 // ---- double free --------------------------------------------------------------------------------

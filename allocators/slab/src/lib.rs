@@ -47,6 +47,8 @@ mod meta;
 #[cfg(not(loom))]
 mod pending;
 #[cfg(not(loom))]
+mod records;
+#[cfg(not(loom))]
 mod secret;
 mod segmap;
 #[cfg(not(loom))]

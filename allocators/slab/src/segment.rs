@@ -2,8 +2,8 @@
 //!
 //! Every group lives in a *segment*: a 1 MiB mapping aligned to 1 MiB that holds groups of one size
 //! class side by side, each exactly `class::span(class)` bytes (its slots, nothing else). A record
-//! per segment ([`Seg`]), in its own mapping between guard pages, holds a check word equal to the
-//! process secret, the segment's address and class, and one entry per group: the group's meta
+//! per segment ([`Seg`]), in a guarded region of records away from user memory (`records.rs`),
+//! holds a check word equal to the process secret, the segment's address and class, and one entry per group: the group's meta
 //! record while a heap owns it, a link in the segment's stack of released groups after that. A
 //! two-level map from address bits to records answers "which segment holds this address?" with two
 //! loads and without touching the address itself; the group and slot indexes then follow by
@@ -42,6 +42,7 @@ use twinheap_page::{map, page_size, MapOptions, Mapping, Mutex};
 
 use crate::class::{self, CLASSES, SEG_SHIFT};
 use crate::meta::Meta;
+use crate::records;
 use crate::segmap::Map;
 
 /// Bytes of a segment.
@@ -95,7 +96,8 @@ pub(crate) struct Seg {
     all_next: *mut Seg,
     all_prev: *mut Seg,
     mem: Mapping,
-    own: Mapping,
+    /// The record's own mapping, when the record pool could not provide one (see `records.rs`).
+    own: Option<Mapping>,
 }
 
 /// Offset of the first group entry from the record.
@@ -307,6 +309,8 @@ pub(crate) fn trim() -> bool {
             any = true;
         }
     }
+    // Regions of records whose segments are all gone.
+    any |= records::trim();
     any
 }
 
@@ -356,20 +360,22 @@ fn create(class: usize, try_only: bool) -> Option<*mut Seg> {
     let secret = crate::secret::secret();
     let mem = map(SEG, &MapOptions::new().align(SEG)).ok()?;
     let groups = SEG / class::span(class);
-    let own = match map(
-        ENTRIES_AT + groups * 8,
-        &MapOptions::new().guards(true, true),
-    ) {
-        Ok(own) => own,
-        Err(_) => {
-            // SAFETY: just mapped, never used.
-            let _ = unsafe { mem.unmap() };
-            return None;
-        }
+    let len = record_len(class);
+    let (rec, own) = match records::take(class, len, try_only) {
+        Some(rec) => (rec, None),
+        // The pool is full or could not map a region: a mapping of the record's own.
+        None => match map(len, &MapOptions::new().guards(true, true)) {
+            Ok(own) => (own.ptr().as_ptr(), Some(own)),
+            Err(_) => {
+                // SAFETY: just mapped, never used.
+                let _ = unsafe { mem.unmap() };
+                return None;
+            }
+        },
     };
     let base = mem.ptr().as_ptr() as usize;
-    let seg = own.ptr().as_ptr() as *mut Seg;
-    // SAFETY: `own` is fresh, zeroed and large enough for the record and its entries.
+    let seg = rec as *mut Seg;
+    // SAFETY: the record is zeroed memory of `len` bytes, enough for the record and its entries.
     unsafe {
         seg.write(Seg {
             check: secret,
@@ -392,13 +398,36 @@ fn create(class: usize, try_only: bool) -> Option<*mut Seg> {
         // SAFETY: as above; the record was never published.
         unsafe {
             let _ = mem.unmap();
-            let _ = own.unmap();
+            drop_record(seg, class, own);
         }
         return None;
     }
     MAPPED.fetch_add(SEG, Relaxed);
-    RECORDS.fetch_add(own.len(), Relaxed);
+    if let Some(own) = own {
+        RECORDS.fetch_add(own.len(), Relaxed);
+    }
     Some(seg)
+}
+
+/// Bytes of the record of a segment of `class`, its group entries included.
+fn record_len(class: usize) -> usize {
+    ENTRIES_AT + SEG / class::span(class) * 8
+}
+
+/// Gives back the memory of record `seg` of `class`, mapped on its own (`own`) or from the pool.
+///
+/// # Safety
+/// Nothing refers to the record any more.
+unsafe fn drop_record(seg: *mut Seg, class: usize, own: Option<Mapping>) {
+    // SAFETY: per the contract.
+    unsafe {
+        match own {
+            Some(own) => {
+                let _ = own.unmap();
+            }
+            None => records::give(seg as *mut u8, class, record_len(class)),
+        }
+    }
 }
 
 /// Takes a segment off every list and out of the map. Class lock held.
@@ -437,11 +466,13 @@ unsafe fn detach(c: &mut Class, seg: *mut Seg) {
 unsafe fn destroy(seg: *mut Seg) {
     // SAFETY: per the contract nothing refers to the segment or the record.
     unsafe {
-        let (mem, own) = ((*seg).mem, (*seg).own);
+        let (mem, own, class) = ((*seg).mem, (*seg).own, usize::from((*seg).class));
         MAPPED.fetch_sub(SEG, Relaxed);
-        RECORDS.fetch_sub(own.len(), Relaxed);
+        if let Some(own) = own {
+            RECORDS.fetch_sub(own.len(), Relaxed);
+        }
         let _ = mem.unmap();
-        let _ = own.unmap();
+        drop_record(seg, class, own);
     }
 }
 
@@ -482,13 +513,18 @@ pub(crate) fn bytes() -> (usize, usize, usize) {
     (
         MAPPED.load(Relaxed),
         RESIDENT_BYTES.load(Relaxed),
-        RECORDS.load(Relaxed) + crate::segmap::LEAF_BYTES.load(Relaxed),
+        RECORDS.load(Relaxed) + records::mapped_bytes() + crate::segmap::LEAF_BYTES.load(Relaxed),
     )
 }
 
-/// Every lock of this module, for fork handlers: the leaf lock, then the class locks in order.
+/// Every lock of this module, for fork handlers, in the order they nest: the class locks, then the
+/// leaf lock and the record pool's lock (both taken under a class lock when a segment is made).
 pub(crate) fn fork_locks() -> impl Iterator<Item = &'static twinheap_page::Lock> {
-    core::iter::once(MAP.lock()).chain(CLASS.iter().map(Mutex::raw))
+    CLASS
+        .iter()
+        .map(Mutex::raw)
+        .chain(core::iter::once(MAP.lock()))
+        .chain(core::iter::once(records::fork_lock()))
 }
 
 #[cfg(all(test, not(loom)))]
