@@ -6,8 +6,8 @@
 //! `vm.max_map_count` (65,530 by default). Instead records are cut, in whole pages, from regions
 //! with a guard page before and after each; user memory is never next to them. The first region is
 //! [`FIRST_REGION`] bytes and each new one twice the last, up to [`REGION`], so that a small
-//! program maps little metadata. Every record of a class has the same length, so a record given back joins its class's free
-//! list and the next segment of that class takes it as it is.
+//! program maps little metadata. Every record of a class has the same length, so a record given
+//! back joins its class's free list and the next segment of that class takes it as it is.
 //!
 //! Invariants, under the pool lock:
 //! - a record is live (a segment's), on its class's free list, or not yet cut (at or past its
