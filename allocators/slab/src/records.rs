@@ -18,8 +18,8 @@
 //! - `live[r]` counts region `r`'s live records; a region with none is unmapped at trim, after its
 //!   records are taken off the free lists.
 //!
-//! When the region table is full, or a region cannot be mapped, [`take`] fails and the caller maps
-//! the record on its own as before (see `segment.rs`).
+//! When the region table is full, or a region cannot be mapped, a record gets a guarded mapping of
+//! its own ([`Record::own`]).
 
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -60,8 +60,15 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
     free: [ptr::null_mut(); CLASSES],
 });
 
-/// Bytes of regions mapped (guards included).
+/// Bytes of regions and of records' own mappings mapped (guards included).
 static MAPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// A record's memory: `ptr`, zeroed, cut from a region, or mapped on its own (`own`).
+#[derive(Clone, Copy)]
+pub(crate) struct Record {
+    pub(crate) ptr: *mut u8,
+    own: Option<Mapping>,
+}
 
 /// The length a record of `len` bytes takes in a region: whole pages, so that a freed record's
 /// memory can be given back on its own.
@@ -83,8 +90,22 @@ impl Pool {
 }
 
 /// A zeroed record of `len` bytes for a segment of `class` (every record of a class has the same
-/// `len`), or `None` when the pool cannot provide one. `try_only`: wait for no lock.
-pub(crate) fn take(class: usize, len: usize, try_only: bool) -> Option<*mut u8> {
+/// `len`): from the pool, else mapped on its own; `None` when neither is possible. `try_only`: wait
+/// for no lock.
+pub(crate) fn take(class: usize, len: usize, try_only: bool) -> Option<Record> {
+    if let Some(ptr) = take_pooled(class, len, try_only) {
+        return Some(Record { ptr, own: None });
+    }
+    let own = map(len, &MapOptions::new().guards(true, true)).ok()?;
+    MAPPED.fetch_add(own.len(), Relaxed);
+    Some(Record {
+        ptr: own.ptr().as_ptr(),
+        own: Some(own),
+    })
+}
+
+/// [`take`] from the pool's regions.
+fn take_pooled(class: usize, len: usize, try_only: bool) -> Option<*mut u8> {
     let size = footprint(len);
     if size > REGION {
         return None;
@@ -128,11 +149,18 @@ pub(crate) fn take(class: usize, len: usize, try_only: bool) -> Option<*mut u8> 
     Some(rec)
 }
 
-/// Gives back record `rec` (`len` bytes, of a segment of `class`) that [`take`] returned.
+/// Gives back a record that [`take`] returned for `class` and `len`.
 ///
 /// # Safety
 /// Nothing refers to the record any more, and `class` and `len` are those it was taken with.
-pub(crate) unsafe fn give(rec: *mut u8, class: usize, len: usize) {
+pub(crate) unsafe fn give(record: Record, class: usize, len: usize) {
+    let rec = record.ptr;
+    if let Some(own) = record.own {
+        MAPPED.fetch_sub(own.len(), Relaxed);
+        // SAFETY: per the contract.
+        let _ = unsafe { own.unmap() };
+        return;
+    }
     // Without the lock: the record is the caller's alone until it is linked.
     // SAFETY: the record's whole pages are its own (see `footprint`) and unused; afterwards they
     // read zero. Should the kernel refuse, they are cleared by hand.
@@ -197,7 +225,7 @@ pub(crate) fn trim() -> bool {
     any
 }
 
-/// Bytes of record regions mapped.
+/// Bytes of record regions and of records' own mappings.
 pub(crate) fn mapped_bytes() -> usize {
     MAPPED.load(Relaxed)
 }
@@ -218,6 +246,8 @@ mod tests {
         let len = 5000;
         let a = take(class, len, false).expect("a record");
         let b = take(class, len, false).expect("another");
+        let (ra, rb) = (a, b);
+        let (a, b) = (a.ptr, b.ptr);
         assert_ne!(a, b);
         for r in [a, b] {
             assert!((r as usize).is_multiple_of(page_size()));
@@ -229,9 +259,10 @@ mod tests {
         // SAFETY: `a` is ours, `len` bytes long.
         unsafe {
             ptr::write_bytes(a, 0xa5, len);
-            give(a, class, len);
+            give(ra, class, len);
         }
-        let c = take(class, len, false).expect("recycled");
+        let rc = take(class, len, false).expect("recycled");
+        let c = rc.ptr;
         // SAFETY: as above.
         let bytes = unsafe { core::slice::from_raw_parts(c, len) };
         assert!(
@@ -240,8 +271,8 @@ mod tests {
         );
         // SAFETY: both are ours.
         unsafe {
-            give(b, class, len);
-            give(c, class, len);
+            give(rb, class, len);
+            give(rc, class, len);
         }
     }
 }

@@ -3,8 +3,8 @@
 //! Every group lives in a *segment*: a 1 MiB mapping aligned to 1 MiB that holds groups of one size
 //! class side by side, each exactly `class::span(class)` bytes (its slots, nothing else). A record
 //! per segment ([`Seg`]), in a guarded region of records away from user memory (`records.rs`),
-//! holds a check word equal to the process secret, the segment's address and class, and one entry per group: the group's meta
-//! record while a heap owns it, a link in the segment's stack of released groups after that. A
+//! holds a check word equal to the process secret, the segment's address and class, and one entry
+//! per group: the group's meta record while a heap owns it, a link in the segment's stack of released groups after that. A
 //! two-level map from address bits to records answers "which segment holds this address?" with two
 //! loads and without touching the address itself; the group and slot indexes then follow by
 //! multiplying with precomputed inverses (`class.rs`). So nothing about a block is stored next to
@@ -68,10 +68,9 @@ const LINK_SHIFT: u32 = 3;
 /// Segment number to record (`segmap.rs`).
 static MAP: Map<Seg, TOP, LEAF> = Map::new();
 
-/// Bytes of segments mapped, of released groups kept resident, and of records.
+/// Bytes of segments mapped, and of released groups kept resident (records count in `records.rs`).
 static MAPPED: AtomicUsize = AtomicUsize::new(0);
 static RESIDENT_BYTES: AtomicUsize = AtomicUsize::new(0);
-static RECORDS: AtomicUsize = AtomicUsize::new(0);
 
 /// One segment's out-of-band record; its group entries follow it in the same mapping.
 #[repr(C)]
@@ -96,8 +95,8 @@ pub(crate) struct Seg {
     all_next: *mut Seg,
     all_prev: *mut Seg,
     mem: Mapping,
-    /// The record's own mapping, when the record pool could not provide one (see `records.rs`).
-    own: Option<Mapping>,
+    /// This record's memory, to give back with the segment.
+    record: records::Record,
 }
 
 /// Offset of the first group entry from the record.
@@ -361,20 +360,13 @@ fn create(class: usize, try_only: bool) -> Option<*mut Seg> {
     let mem = map(SEG, &MapOptions::new().align(SEG)).ok()?;
     let groups = SEG / class::span(class);
     let len = record_len(class);
-    let (rec, own) = match records::take(class, len, try_only) {
-        Some(rec) => (rec, None),
-        // The pool is full or could not map a region: a mapping of the record's own.
-        None => match map(len, &MapOptions::new().guards(true, true)) {
-            Ok(own) => (own.ptr().as_ptr(), Some(own)),
-            Err(_) => {
-                // SAFETY: just mapped, never used.
-                let _ = unsafe { mem.unmap() };
-                return None;
-            }
-        },
+    let Some(record) = records::take(class, len, try_only) else {
+        // SAFETY: just mapped, never used.
+        let _ = unsafe { mem.unmap() };
+        return None;
     };
     let base = mem.ptr().as_ptr() as usize;
-    let seg = rec as *mut Seg;
+    let seg = record.ptr as *mut Seg;
     // SAFETY: the record is zeroed memory of `len` bytes, enough for the record and its entries.
     unsafe {
         seg.write(Seg {
@@ -391,43 +383,24 @@ fn create(class: usize, try_only: bool) -> Option<*mut Seg> {
             all_next: ptr::null_mut(),
             all_prev: ptr::null_mut(),
             mem,
-            own,
+            record,
         });
     }
     if MAP.set(base >> SEG_SHIFT, seg, try_only).is_none() {
         // SAFETY: as above; the record was never published.
         unsafe {
             let _ = mem.unmap();
-            drop_record(seg, class, own);
+            records::give(record, class, len);
         }
         return None;
     }
     MAPPED.fetch_add(SEG, Relaxed);
-    if let Some(own) = own {
-        RECORDS.fetch_add(own.len(), Relaxed);
-    }
     Some(seg)
 }
 
 /// Bytes of the record of a segment of `class`, its group entries included.
 fn record_len(class: usize) -> usize {
     ENTRIES_AT + SEG / class::span(class) * 8
-}
-
-/// Gives back the memory of record `seg` of `class`, mapped on its own (`own`) or from the pool.
-///
-/// # Safety
-/// Nothing refers to the record any more.
-unsafe fn drop_record(seg: *mut Seg, class: usize, own: Option<Mapping>) {
-    // SAFETY: per the contract.
-    unsafe {
-        match own {
-            Some(own) => {
-                let _ = own.unmap();
-            }
-            None => records::give(seg as *mut u8, class, record_len(class)),
-        }
-    }
 }
 
 /// Takes a segment off every list and out of the map. Class lock held.
@@ -466,13 +439,10 @@ unsafe fn detach(c: &mut Class, seg: *mut Seg) {
 unsafe fn destroy(seg: *mut Seg) {
     // SAFETY: per the contract nothing refers to the segment or the record.
     unsafe {
-        let (mem, own, class) = ((*seg).mem, (*seg).own, usize::from((*seg).class));
+        let (mem, record, class) = ((*seg).mem, (*seg).record, usize::from((*seg).class));
         MAPPED.fetch_sub(SEG, Relaxed);
-        if let Some(own) = own {
-            RECORDS.fetch_sub(own.len(), Relaxed);
-        }
         let _ = mem.unmap();
-        drop_record(seg, class, own);
+        records::give(record, class, record_len(class));
     }
 }
 
@@ -513,7 +483,7 @@ pub(crate) fn bytes() -> (usize, usize, usize) {
     (
         MAPPED.load(Relaxed),
         RESIDENT_BYTES.load(Relaxed),
-        RECORDS.load(Relaxed) + records::mapped_bytes() + crate::segmap::LEAF_BYTES.load(Relaxed),
+        records::mapped_bytes() + crate::segmap::LEAF_BYTES.load(Relaxed),
     )
 }
 
