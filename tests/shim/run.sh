@@ -5,7 +5,8 @@
 # then checks: the conformance corpus preloaded under each TWINHEAP choice and linked statically
 # (glibc dynamic, gcc -static, musl-gcc -static), process life (early start, fork under load, thread
 # churn, RLIMIT_AS out of memory, heap-fault messages), the C++ operators, and real programs
-# (python3, gcc, sort, git, a C++ program) under LD_PRELOAD compared with their output without it.
+# (python3, gcc, sort, git, a C++ program) under LD_PRELOAD compared with their output without it,
+# and a selection of CPython's own regression tests run under each allocator.
 # Prints one line per check; exits non-zero if any failed.
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -224,8 +225,39 @@ real_case() { # real_case NAME ALLOC command...: stdout with the shim must equal
         bad "$name under TWINHEAP=$a (exit $rc0/$rc1)" "$WORK/real.err"
     fi
 }
+# CPython's own regression tests, allocation-heavy modules (containers, text, pickling, decimal,
+# sqlite, ctypes, I/O, gc and weakrefs, threads), with every object allocated by twinheap
+# (PYTHONMALLOC=malloc). Unlike the cases above it runs the suite's own assertions, about 6,600 tests.
+# The proof of use is a separate start: many of these tests require an empty stderr in children.
+CPYTHON_TESTS="test_list test_dict test_set test_json test_re test_unicode test_bytes test_pickle
+    test_collections test_itertools test_struct test_array test_deque test_heapq test_sort test_zlib
+    test_decimal test_fractions test_gc test_weakref test_sqlite3 test_xml_etree test_csv
+    test_hashlib test_io test_mmap test_ctypes test_queue test_string test_thread"
+cpython_case() { # cpython_case ALLOC
+    local a=$1
+    if [ -z "$PY" ] || ! "$PY" -c 'import test.libregrtest' 2>/dev/null; then
+        skip "CPython regression tests under TWINHEAP=$a: this python3 has no test package"
+        return
+    fi
+    if ! (cd "$WORK" && TWINHEAP=$a TWINHEAP_TUNABLES=shim.proof=1 LD_PRELOAD=$SO \
+        PYTHONMALLOC=malloc "$PY" -c 'import test.libregrtest') 2>&1 | grep -q "unknown tunable 'shim.proof'"; then
+        bad "CPython regression tests under TWINHEAP=$a: twinheap not in use"
+        return
+    fi
+    # shellcheck disable=SC2086 # the module list is split on purpose
+    (cd "$WORK" && TWINHEAP=$a LD_PRELOAD=$SO PYTHONMALLOC=malloc timeout 900 \
+        "$PY" -m test -j2 --timeout 600 $CPYTHON_TESTS) >"$WORK/cpython.out" 2>&1
+    local rc=$?
+    if [ $rc = 0 ] && grep -q "^Result: SUCCESS" "$WORK/cpython.out" \
+        && ! grep -q "^twinheap" "$WORK/cpython.out"; then
+        ok "CPython regression tests under TWINHEAP=$a: $(grep -o 'run=[0-9,]*' "$WORK/cpython.out" | head -n 1 | cut -d= -f2) tests passed"
+    else
+        bad "CPython regression tests under TWINHEAP=$a (exit $rc)" "$WORK/cpython.out"
+    fi
+}
 for a in slab ${ARENA/1/arena}; do
     [ "$a" = 0 ] && continue
+    cpython_case $a
     if [ -n "$PY" ]; then
         real_case "python3 (PYTHONMALLOC=malloc, 4 threads)" $a env PYTHONMALLOC=malloc "$PY" "$SRC/workload.py"
     else
