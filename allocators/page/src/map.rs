@@ -14,6 +14,7 @@
 //!   committed.
 
 use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use crate::error::{ErrnoGuard, Error, Op};
 use crate::huge::{self, Huge};
@@ -152,6 +153,13 @@ fn map_base(len: usize, opts: &MapOptions) -> Result<Mapping, Error> {
         return Ok(record(ptr));
     }
 
+    if before == 0 && after == 0 {
+        if let Some(ptr) = map_below_last(len, align) {
+            stats::add_mapping(len, len);
+            return Ok(record(ptr));
+        }
+    }
+
     // Reserve the extent plus alignment slop as PROT_NONE (costs no commit charge), keep the aligned
     // part, then open the usable bytes. Guards are simply the parts left PROT_NONE.
     let overflow = Error::new(Op::Map, libc::ENOMEM);
@@ -169,8 +177,39 @@ fn map_base(len: usize, opts: &MapOptions) -> Result<Mapping, Error> {
             return Err(err);
         }
     }
+    if before == 0 && after == 0 {
+        LAST_ALIGNED.store(data, Relaxed);
+    }
     stats::add_mapping(extent, len);
     Ok(record(NonNull::new(data as *mut u8).ok_or(overflow)?))
+}
+
+/// Start of the last aligned, unguarded mapping made (0 before the first).
+static LAST_ALIGNED: AtomicUsize = AtomicUsize::new(0);
+
+/// An aligned mapping in one syscall, where the reservation path takes three or four (a reservation
+/// with alignment slop, one or two trims, the opening mprotect). Linux places new mappings top-down,
+/// so the address space right below the last aligned mapping is usually free: asking for exactly the
+/// aligned start there with MAP_FIXED_NOREPLACE, which never replaces anything, nearly always gets
+/// it. None (nothing mapped) when the space is taken, or the kernel put the mapping elsewhere.
+fn map_below_last(len: usize, align: usize) -> Option<NonNull<u8>> {
+    let last = LAST_ALIGNED.load(Relaxed);
+    let want = last.checked_sub(len)? & !(align - 1);
+    if want < (1 << 20) {
+        return None;
+    }
+    // A refusal (EEXIST) must not show through errno when the fallback then succeeds.
+    let _errno = ErrnoGuard::save();
+    let flags = ANON | crate::sys::MAP_FIXED_NOREPLACE;
+    let got = raw::mmap(want as *mut u8, len, RW, flags, Op::Map).ok()?;
+    if got.as_ptr() as usize != want {
+        // A kernel older than 4.17 takes NOREPLACE as a hint and may map elsewhere.
+        // SAFETY: the mapping was just made and is unused.
+        unsafe { raw::munmap_quiet(got.as_ptr() as usize, len) };
+        return None;
+    }
+    LAST_ALIGNED.store(want, Relaxed);
+    Some(got)
 }
 
 fn map_hugetlb(len: usize, size: usize, align: usize) -> Result<Mapping, Error> {
