@@ -355,7 +355,7 @@ fn aligned_mappings_go_below_the_last_one_and_replace_nothing() {
         let c0 = c.ptr().as_ptr() as usize;
         slots.set(3, i64::from(errno()));
         slots.set(4, i64::from(c0 < blocker + page && blocker < c0 + MIB));
-        slots.set(5, i64::from(c0 % MIB == 0));
+        slots.set(5, i64::from(c0.is_multiple_of(MIB)));
         // SAFETY: the blocker page is ours and mapped.
         let intact = (0..page).all(|i| unsafe { *(blocker as *const u8).add(i) } == 0xab);
         slots.set(6, i64::from(intact));
@@ -1197,7 +1197,7 @@ fn rlimit_as_makes_big_requests_fail_cleanly() {
             2,
             match map(page, &MapOptions::new().align(GIB)) {
                 Ok(m) => {
-                    let aligned = m.ptr().as_ptr() as usize % GIB == 0;
+                    let aligned = (m.ptr().as_ptr() as usize).is_multiple_of(GIB);
                     drop_map(m);
                     i64::from(!aligned)
                 }
