@@ -18,7 +18,7 @@ case "$allocator" in
 esac
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=${REALWORLD_DIR:-$root/target/realworld}
-crates=("serde_json 1.0.154" "indexmap 2.14.2")
+crates=("serde_json 1.0.154" "indexmap 2.14.2" "hashbrown 0.15.4" "smallvec 1.15.1" "slab 0.4.11")
 
 mkdir -p "$work/fetch/src"
 cat > "$work/fetch/Cargo.toml" <<TOML
