@@ -258,6 +258,7 @@ fn bench_slab_options(c: &mut Criterion) {
             check_write_after_free: check && now.check_write_after_free,
             release: now.release,
             large_cache: now.large_cache,
+            protect_freed_large: now.protect_freed_large,
         });
         for size in [64usize, 1024, 8192] {
             group.bench_with_input(

@@ -44,6 +44,10 @@ fn child_print_slab_config() {
         "\nCHILD zero_on_free={} check_write_after_free={}",
         c.zero_on_free, c.check_write_after_free
     );
+    println!(
+        "\nCHILD large_cache={} protect_freed_large={}",
+        c.large_cache, c.protect_freed_large
+    );
     drop(v);
 }
 
@@ -110,8 +114,8 @@ fn tunables_turn_zeroing_and_the_check_off() {
     assert!(out.status.success(), "child failed: {out:?}");
     // Without zeroing the check cannot work, so slab turns it off too.
     assert_eq!(
-        child_lines(&out),
-        ["zero_on_free=false check_write_after_free=false"]
+        child_lines(&out)[0],
+        "zero_on_free=false check_write_after_free=false"
     );
     let out = run_child(
         "child_print_slab_config",
@@ -119,8 +123,24 @@ fn tunables_turn_zeroing_and_the_check_off() {
     );
     assert!(out.status.success(), "child failed: {out:?}");
     assert_eq!(
+        child_lines(&out)[0],
+        "zero_on_free=true check_write_after_free=false"
+    );
+}
+
+#[test]
+fn tunables_set_the_large_block_cache_and_its_protection() {
+    let out = run_child(
+        "child_print_slab_config",
+        Some("slab.large_cache=4M:slab.protect_freed_large=0"),
+    );
+    assert!(out.status.success(), "child failed: {out:?}");
+    assert_eq!(
         child_lines(&out),
-        ["zero_on_free=true check_write_after_free=false"]
+        [
+            "zero_on_free=true check_write_after_free=true",
+            "large_cache=4194304 protect_freed_large=false"
+        ]
     );
 }
 
@@ -130,7 +150,10 @@ fn defaults_are_hardened() {
     assert!(out.status.success(), "child failed: {out:?}");
     assert_eq!(
         child_lines(&out),
-        ["zero_on_free=true check_write_after_free=true"]
+        [
+            "zero_on_free=true check_write_after_free=true",
+            "large_cache=33554432 protect_freed_large=true"
+        ]
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),

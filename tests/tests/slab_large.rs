@@ -2,7 +2,8 @@
 //! and growable mappings.
 //!
 //! What must hold (docs/slab.md, "Large blocks"): a freed block waiting in the cache cannot be read
-//! with its old contents and faults on any write; a second free of it is reported as a double free;
+//! with its old contents and faults on any write (with `slab.protect_freed_large` off: any write is
+//! reported when the block is reused); a second free of it is reported as a double free;
 //! a block handed out again reads zero where calloc or `slab.zero_on_free` require it; guard pages
 //! surround every live block, reused or not; realloc keeps contents whether the block grows in place
 //! or moves; the cache honours its byte and count caps; trim empties it.
@@ -44,6 +45,14 @@ fn config(zero_on_free: bool, large_cache: usize) -> slab::Config {
         zero_on_free,
         check_write_after_free: zero_on_free,
         large_cache,
+        ..slab::Config::DEFAULT
+    }
+}
+
+/// The default options but `slab.protect_freed_large` off.
+fn open_config() -> slab::Config {
+    slab::Config {
+        protect_freed_large: false,
         ..slab::Config::DEFAULT
     }
 }
@@ -201,6 +210,113 @@ fn write_after_free_to_a_cached_block_faults() {
             );
         }
     }
+}
+
+/// With `slab.protect_freed_large` off, a cached block that was zeroed with stores stays writable:
+/// a write to it does not fault, but the reuse of the block reports it, at the byte written, before
+/// handing anything out.
+#[test]
+fn unprotected_cached_block_reports_a_write_after_free_at_reuse() {
+    let _gate = gate();
+    let n = MIB + 1000;
+    for at in [0, 8, 4096, n / 2, n - 1] {
+        let slots = SharedSlots::new(1);
+        let (outcome, stderr) = run_in_child_capturing_stderr(|| {
+            slab::init(&open_config());
+            let p = slab::malloc(n);
+            if p.is_null() {
+                return SETUP_FAILED;
+            }
+            fill(p, n, 3);
+            // SAFETY: a valid free; the block goes to the cache, read-write.
+            unsafe { slab::free(p) };
+            if slab::stats().large_cached != 1 {
+                return 2;
+            }
+            slots.set(0, p as i64 + at as i64);
+            // SAFETY: the fault under test; the page is mapped read-write.
+            unsafe { poke(p as usize + at, 0x41) };
+            // The same size takes the cached block back.
+            let q = slab::malloc(n);
+            if !q.is_null() {
+                return UNDETECTED;
+            }
+            3
+        });
+        let text = String::from_utf8_lossy(&stderr);
+        assert_eq!(outcome, ABORTED, "offset {at}: stderr {text:?}");
+        assert_eq!(
+            parse_fault_line(&stderr, "slab"),
+            Some(("write after free".to_string(), slots.get(0) as usize)),
+            "offset {at}"
+        );
+    }
+}
+
+/// An unprotected cached block reads zero, is handed out again for the same size (from the same
+/// mapping) reading zero, and is still a double free when a write after free cleared the freed
+/// flag in its header, since the record says so too.
+#[test]
+fn unprotected_cached_block_reads_zero_and_is_reused() {
+    let _gate = gate();
+    let n = 3 * MIB;
+    expect_ok("reuse", open_config(), || {
+        let p = slab::malloc(n);
+        if p.is_null() {
+            return SETUP_FAILED;
+        }
+        fill(p, n, 7);
+        // SAFETY: a valid free; the reads below are of the freed block, which is what is tested.
+        unsafe { slab::free(p) };
+        if slab::stats().large_cached != 1 {
+            return 2;
+        }
+        if !all_zero(p, n) {
+            return 3;
+        }
+        let q = slab::malloc(n);
+        if q.is_null() {
+            return 4;
+        }
+        if page_of(q as usize) != page_of(p as usize) || slab::stats().large_cached != 0 {
+            return 5;
+        }
+        if !all_zero(q, n) {
+            return 6;
+        }
+        fill(q, n, 8);
+        // SAFETY: a valid free of the reused block.
+        unsafe { slab::free(q) };
+        0
+    });
+    let slots = SharedSlots::new(1);
+    let (outcome, stderr) = run_in_child_capturing_stderr(|| {
+        slab::init(&open_config());
+        let p = slab::malloc(n);
+        if p.is_null() {
+            return SETUP_FAILED;
+        }
+        slots.set(0, p as i64);
+        fill(p, n, 7);
+        // SAFETY: a valid free, a write after free that clears the header's freed flag, then the
+        // double free under test.
+        unsafe {
+            slab::free(p);
+            poke(p as usize - 4, 0);
+            slab::free(p);
+        }
+        UNDETECTED
+    });
+    assert_eq!(
+        outcome,
+        ABORTED,
+        "stderr {:?}",
+        String::from_utf8_lossy(&stderr)
+    );
+    assert_eq!(
+        parse_fault_line(&stderr, "slab"),
+        Some(("double free".to_string(), slots.get(0) as usize))
+    );
 }
 
 /// A cached block never shows its old contents: with zero_on_free it reads all zero; without, the

@@ -6,10 +6,13 @@
 //! block enters the cache (`large.rs` does this, outside the lock) its header is marked freed and its
 //! memory is closed to writes: with `slab.zero_on_free` the block is zeroed and the whole mapping
 //! made read-only, otherwise the bytes after the header in its header page are zeroed, that page
-//! made read-only and the rest made inaccessible. So in the cache:
-//! - nothing of the old contents can be read (zeros, or PROT_NONE), and every write faults;
-//! - the header page stays readable and says "freed", so a second free is reported as a double
-//!   free;
+//! made read-only and the rest made inaccessible. With `slab.protect_freed_large` off, a block
+//! zeroed with stores instead stays read-write (an *open* entry), and its reuse checks that it
+//! still reads zero (a write after free is reported then). So in the cache:
+//! - nothing of the old contents can be read (zeros, or PROT_NONE); every write faults, or, in an
+//!   open entry, is reported when the block is reused;
+//! - the header page stays readable and says "freed", and the record's mask says so too, so a
+//!   second free is reported as a double free;
 //! - the guard page before the block and the PROT_NONE room after it stay as they were.
 //!
 //! Bounds: at most [`MAX_ENTRIES`] blocks and `slab.large_cache` bytes (usable bytes of the
@@ -42,6 +45,9 @@ pub(crate) struct Entry {
     /// True when every byte past the headers reads zero; false when the pages past the header
     /// page hold the old contents (PROT_NONE).
     pub zeroed: bool,
+    /// True when the mapping was left read-write (`slab.protect_freed_large` off, block zeroed with
+    /// stores): reuse must check that it still reads zero past the freed block's header.
+    pub open: bool,
     /// Offset from which the mapping's pages were dropped (`Mapping::clear`): fresh PROT_NONE
     /// pages that need no discard when the block is reused shorter. The mapping length if none.
     pub cleared: usize,

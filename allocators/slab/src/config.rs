@@ -21,6 +21,11 @@ pub struct Config {
     pub release: Release,
     /// Bytes of freed large blocks kept for reuse (`slab.large_cache`); 0 turns the cache off.
     pub large_cache: usize,
+    /// Close every cached large block to writes, so that a write after free faults at once
+    /// (`slab.protect_freed_large`). Off, a cached block that was zeroed with stores stays writable
+    /// and is scanned when it is reused, like a slot: no protection change (and no TLB flush on the
+    /// other CPUs) at its free and its reuse.
+    pub protect_freed_large: bool,
 }
 
 impl Config {
@@ -29,6 +34,7 @@ impl Config {
         check_write_after_free: true,
         release: Release::DontNeed,
         large_cache: LARGE_CACHE_DEFAULT,
+        protect_freed_large: true,
     };
 }
 
@@ -46,6 +52,7 @@ static LARGE_CACHE: AtomicUsize = AtomicUsize::new(LARGE_CACHE_DEFAULT);
 static ZERO_ON_FREE: AtomicBool = AtomicBool::new(true);
 static CHECK_WAF: AtomicBool = AtomicBool::new(true);
 static RELEASE: AtomicU8 = AtomicU8::new(0);
+static PROTECT_FREED_LARGE: AtomicBool = AtomicBool::new(true);
 
 /// Applies `config`. Meant to run once, before the first allocation: turning zeroing on later would
 /// make the write-after-free check see old data in slots freed earlier, so the check stays off unless
@@ -58,6 +65,7 @@ pub fn init(config: &Config) {
     );
     RELEASE.store(matches!(config.release, Release::Free) as u8, Relaxed);
     LARGE_CACHE.store(config.large_cache, Relaxed);
+    PROTECT_FREED_LARGE.store(config.protect_freed_large, Relaxed);
 }
 
 /// The options in force.
@@ -71,6 +79,7 @@ pub fn current() -> Config {
             Release::DontNeed
         },
         large_cache: large_cache(),
+        protect_freed_large: protect_freed_large(),
     }
 }
 
@@ -87,4 +96,9 @@ pub(crate) fn check_write_after_free() -> bool {
 #[inline]
 pub(crate) fn large_cache() -> usize {
     LARGE_CACHE.load(Relaxed)
+}
+
+#[inline]
+pub(crate) fn protect_freed_large() -> bool {
+    PROTECT_FREED_LARGE.load(Relaxed)
 }

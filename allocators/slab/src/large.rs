@@ -12,14 +12,16 @@
 //! mprotect in place; beyond it the pages move (mremap, no copy) into a reservation twice the new
 //! size, so a buffer grown step by step moves O(log n) times; shrinking discards the tail.
 //!
-//! Freed blocks go to the cache (`cache.rs`) when it has room: header marked freed, contents zeroed
-//! (with `slab.zero_on_free`) or closed PROT_NONE, header page read-only, and reused by a later
-//! request of a similar size with one mprotect. Blocks the cache does not take (larger than its cap,
-//! evicted, or the cache off) are unmapped, except the pages up to the block's header, which stay
-//! behind for a while as a *tombstone* with the header marked freed: a second free of the pointer then
-//! reads "freed" and is reported as a double free instead of faulting on unmapped memory. The last 64
-//! tombstones are kept (each at most 64 KiB of address space, one touched page); `trim` empties the
-//! cache and unmaps the tombstones.
+//! Freed blocks go to the cache (`cache.rs`) when it has room: header and record marked freed,
+//! contents zeroed (with `slab.zero_on_free`) or closed PROT_NONE, header page read-only, and reused
+//! by a later request of a similar size with one mprotect. With `slab.protect_freed_large` off, a
+//! block zeroed with stores stays read-write and its reuse scans it for writes after free instead.
+//! Blocks the cache does not take (larger than its cap, evicted, or the cache off) are unmapped,
+//! except the pages up to the block's header, which stay behind for a while as a *tombstone* with
+//! the header marked freed: a second free of the pointer then reads "freed" and is reported as a
+//! double free instead of faulting on unmapped memory. The last 64 tombstones are kept (each at
+//! most 64 KiB of address space, one touched page); `trim` empties the cache and unmaps the
+//! tombstones.
 //!
 //! All live large blocks are on one list (under its own lock) so that statistics can find them.
 
@@ -30,9 +32,11 @@ use twinheap_page::{map_growable, page_size, Access, Mapping, Mutex};
 use crate::cache::{self, Entry};
 use crate::class::UNIT;
 use crate::config;
+use crate::fault::{report, Fault};
 use crate::header::{self, GROUP_HEADER, HEADER_AFTER};
 use crate::meta::{self, Meta, LARGE};
 use crate::validate::Block;
+use crate::zero::{any_nonzero, first_nonzero};
 
 struct List(*mut Meta);
 // SAFETY: the list names process-global records; the Mutex serialises access.
@@ -110,6 +114,8 @@ unsafe fn place(
         let meta = &mut *m;
         meta.mem = base;
         meta.class = LARGE;
+        // In use (a reused record was marked free when its block was cached).
+        meta.masks.init(0, 0);
         meta.mapping = Some(mapping);
         (base as *mut *mut Meta).write(m);
         if p != storage {
@@ -138,9 +144,24 @@ unsafe fn place(
 /// # Safety
 /// `e` was taken from the cache and is ours alone.
 unsafe fn reuse(e: Entry, n: usize, lead: usize, len: usize, fresh: u32, zero: bool) -> *mut u8 {
-    // SAFETY: per the contract; the entry's mapping is live, closed by `protect`.
+    // SAFETY: per the contract; the entry's mapping is live, closed by `protect` unless open.
     unsafe {
-        let Ok(mapping) = e.mapping.reopen(len, e.cleared) else {
+        let old = e.mapping.ptr().as_ptr();
+        if e.open && config::check_write_after_free() {
+            // Everything after the freed block's header was zeroed at free and has stayed writable.
+            let (from, to) = (old.add(e.lead), old.add(e.mapping.len()));
+            if any_nonzero(from, to) {
+                let bad = first_nonzero(from, to).map_or(from as usize, |b| b as usize);
+                report(Fault::WriteAfterFree, bad);
+            }
+        }
+        let same_len = len.next_multiple_of(page_size()) == e.mapping.len();
+        let reopened = if e.open && same_len {
+            Ok(e.mapping)
+        } else {
+            e.mapping.reopen(len, e.cleared)
+        };
+        let Ok(mapping) = reopened else {
             dispose(e, false);
             return ptr::null_mut();
         };
@@ -212,11 +233,19 @@ unsafe fn close(m: *mut Meta, mapping: Mapping, lead: usize) -> Option<Entry> {
             .resident(header_pages, mapping.len())
             .is_some_and(|r| 2 * r * page_size() >= mapping.len() - header_pages);
     let readable = if stored { mapping.len() } else { header_pages };
-    // SAFETY: [lead, readable) lies in the freed block's mapping, which is ours.
+    // Without `protect_freed_large` a block cleared with stores stays writable: reuse scans it.
+    let open = stored && !config::protect_freed_large();
+    // SAFETY: [lead, readable) lies in the freed block's mapping, which is ours; the record is ours
+    // too (the block left the live list).
     let protected = unsafe {
+        // The record says "free" as well, so that a second free is found even when a write after
+        // free cleared the header's freed flag (the header page may be writable).
+        (*m).masks.init(1, 1);
         ptr::write_bytes(base.add(lead), 0, readable - lead);
         let len = mapping.len();
-        if stored {
+        if open {
+            Ok(())
+        } else if stored {
             mapping.protect(0, len, Access::Read)
         } else if zeroed {
             mapping
@@ -233,6 +262,7 @@ unsafe fn close(m: *mut Meta, mapping: Mapping, lead: usize) -> Option<Entry> {
         mapping,
         lead,
         zeroed,
+        open,
         cleared: if zeroed && !stored {
             readable
         } else {

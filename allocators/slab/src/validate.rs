@@ -193,7 +193,9 @@ pub(crate) unsafe fn large(p: *mut u8) -> Block {
     let start = base + GROUP_HEADER;
     let end = base + mapping.len() - header::HEADER_AFTER;
     check(a >= start && a <= end, Fault::InvalidFree, a);
-    check(meta.masks.free_or_avail() & 1 == 0, Fault::InvalidFree, a);
+    // A cached block's record says its one slot is free, whatever a write after free did to the
+    // header.
+    check(meta.masks.free_or_avail() & 1 == 0, Fault::DoubleFree, a);
     // SAFETY: the header was validated against the meta record; [p - 4, end] is inside the mapping.
     let Some(n) = (unsafe { header::nominal_size(p, end as *const u8, h.code) }) else {
         report(Fault::HeapOverflow, a)

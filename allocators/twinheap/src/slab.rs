@@ -33,6 +33,7 @@ pub fn slab_config(t: &Tunables) -> slab::Config {
             Release::DontNeed
         },
         large_cache: usize::try_from(t.get(Id::SlabLargeCache)).unwrap_or(usize::MAX),
+        protect_freed_large: t.get(Id::SlabProtectFreedLarge) != 0,
     }
 }
 

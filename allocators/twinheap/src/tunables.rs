@@ -30,6 +30,7 @@ pub enum Id {
     SlabZeroOnFree,
     SlabCheckWriteAfterFree,
     SlabLargeCache,
+    SlabProtectFreedLarge,
     ArenaTopPad,
     ArenaPerturb,
     ArenaMmapThreshold,
@@ -46,7 +47,7 @@ pub enum Id {
 
 impl Id {
     /// Number of tunables; the length of [`TABLE`].
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 17;
 
     /// This tunable's table entry.
     pub fn spec(self) -> &'static Spec {
@@ -214,6 +215,16 @@ const TABLE_DATA: [Spec; Id::COUNT] = [
                   most 32 blocks; a block larger than this is never kept; 0 turns the cache off; trim \
                   empties it.",
         ..entry(Id::SlabLargeCache, "slab.large_cache", Kind::Size, "slab")
+    },
+    Spec {
+        default: 1,
+        meaning: "Cached freed large blocks are closed to writes, so that a write after free faults at \
+                  once. With 0, a cached block that `slab.zero_on_free` cleared with stores stays writable \
+                  and is checked when it is reused, like a slot (`slab.check_write_after_free`): no \
+                  protection change at its free and at its reuse (closing a block flushes the TLB of \
+                  every other CPU the process runs on). Blocks the cache does not keep are unmapped \
+                  either way.",
+        ..entry(Id::SlabProtectFreedLarge, "slab.protect_freed_large", Kind::Bool, "slab")
     },
     Spec {
         default: 131072,
