@@ -226,13 +226,15 @@ real_case() { # real_case NAME ALLOC command...: stdout with the shim must equal
     fi
 }
 # CPython's own regression tests, allocation-heavy modules (containers, text, pickling, decimal,
-# sqlite, ctypes, I/O, gc and weakrefs, threads), with every object allocated by twinheap
-# (PYTHONMALLOC=malloc). Unlike the cases above it runs the suite's own assertions, about 6,600 tests.
+# sqlite, ctypes, I/O, gc and weakrefs, threads, compression and archives, whose buffers are large
+# blocks), with every object allocated by twinheap (PYTHONMALLOC=malloc). Unlike the cases above it
+# runs the suite's own assertions, about 7,900 tests.
 # The proof of use is a separate start: many of these tests require an empty stderr in children.
 CPYTHON_TESTS="test_list test_dict test_set test_json test_re test_unicode test_bytes test_pickle
     test_collections test_itertools test_struct test_array test_deque test_heapq test_sort test_zlib
     test_decimal test_fractions test_gc test_weakref test_sqlite3 test_xml_etree test_csv
-    test_hashlib test_io test_mmap test_ctypes test_queue test_string test_thread"
+    test_hashlib test_io test_mmap test_ctypes test_queue test_string test_thread test_memoryview
+    test_zipfile test_tarfile test_gzip test_lzma test_bz2"
 cpython_case() { # cpython_case ALLOC
     local a=$1
     if [ -z "$PY" ] || ! "$PY" -c 'import test.libregrtest' 2>/dev/null; then
