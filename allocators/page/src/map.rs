@@ -195,6 +195,7 @@ static LAST_ALIGNED: AtomicUsize = AtomicUsize::new(0);
 fn map_below_last(len: usize, align: usize) -> Option<NonNull<u8>> {
     let last = LAST_ALIGNED.load(Relaxed);
     let want = last.checked_sub(len)? & !(align - 1);
+    // Not into the lowest megabyte (mmap_min_addr and below): the kernel would refuse anyway.
     if want < (1 << 20) {
         return None;
     }
