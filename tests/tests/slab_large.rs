@@ -49,6 +49,34 @@ fn config(zero_on_free: bool, large_cache: usize) -> slab::Config {
     }
 }
 
+/// In a child: allocates `n` bytes, fills them and frees them into the cache, which must then hold
+/// exactly that block. The freed pointer, or the exit code of the step that failed.
+fn freed_into_the_cache(n: usize, seed: u8) -> Result<*mut u8, i32> {
+    let p = slab::malloc(n);
+    if p.is_null() {
+        return Err(SETUP_FAILED);
+    }
+    fill(p, n, seed);
+    // SAFETY: a valid free; the block goes to the cache.
+    unsafe { slab::free(p) };
+    if slab::stats().large_cached != 1 {
+        return Err(2);
+    }
+    Ok(p)
+}
+
+/// Asserts that a child aborted with exactly one fault line naming `fault` at `addr`.
+#[track_caller]
+fn assert_fault(outcome: ChildOutcome, stderr: &[u8], fault: &str, addr: i64, what: &str) {
+    let text = String::from_utf8_lossy(stderr);
+    assert_eq!(outcome, ABORTED, "{what}: stderr {text:?}");
+    assert_eq!(
+        parse_fault_line(stderr, "slab"),
+        Some((fault.to_string(), addr as usize)),
+        "{what}"
+    );
+}
+
 /// The default options but `slab.protect_freed_large` off.
 fn open_config() -> slab::Config {
     slab::Config {
@@ -132,14 +160,8 @@ fn double_free_of_a_cached_block_is_reported() {
                     }
                     UNDETECTED
                 });
-                let text = String::from_utf8_lossy(&stderr);
                 let what = format!("{second} after free, n {n}, align {align}, zero {zero}");
-                assert_eq!(outcome, ABORTED, "{what}: stderr {text:?}");
-                assert_eq!(
-                    parse_fault_line(&stderr, "slab"),
-                    Some(("double free".to_string(), slots.get(0) as usize)),
-                    "{what}"
-                );
+                assert_fault(outcome, &stderr, "double free", slots.get(0), &what);
             }
         }
     }
@@ -169,11 +191,12 @@ fn double_free_of_an_uncached_block_is_reported() {
             }
             UNDETECTED
         });
-        assert_eq!(outcome, ABORTED, "cap {cap}, n {n}");
-        assert_eq!(
-            parse_fault_line(&stderr, "slab"),
-            Some(("double free".to_string(), slots.get(0) as usize)),
-            "cap {cap}, n {n}"
+        assert_fault(
+            outcome,
+            &stderr,
+            "double free",
+            slots.get(0),
+            &format!("cap {cap}, n {n}"),
         );
     }
 }
@@ -188,16 +211,10 @@ fn write_after_free_to_a_cached_block_faults() {
             let slots = SharedSlots::new(1);
             let outcome = run_in_child(|| {
                 slab::init(&config(zero, 32 * MIB));
-                let p = slab::malloc(n);
-                if p.is_null() {
-                    return SETUP_FAILED;
-                }
-                fill(p, n, 3);
-                // SAFETY: a valid free; the block goes to the cache.
-                unsafe { slab::free(p) };
-                if slab::stats().large_cached != 1 {
-                    return 2;
-                }
+                let p = match freed_into_the_cache(n, 3) {
+                    Ok(p) => p,
+                    Err(code) => return code,
+                };
                 slots.set(0, 1);
                 // SAFETY: the fault under test.
                 unsafe { poke(p as usize + at, 0x41) };
@@ -223,16 +240,10 @@ fn unprotected_cached_block_reports_a_write_after_free_at_reuse() {
         let slots = SharedSlots::new(1);
         let (outcome, stderr) = run_in_child_capturing_stderr(|| {
             slab::init(&open_config());
-            let p = slab::malloc(n);
-            if p.is_null() {
-                return SETUP_FAILED;
-            }
-            fill(p, n, 3);
-            // SAFETY: a valid free; the block goes to the cache, read-write.
-            unsafe { slab::free(p) };
-            if slab::stats().large_cached != 1 {
-                return 2;
-            }
+            let p = match freed_into_the_cache(n, 3) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
             slots.set(0, p as i64 + at as i64);
             // SAFETY: the fault under test; the page is mapped read-write.
             unsafe { poke(p as usize + at, 0x41) };
@@ -243,13 +254,8 @@ fn unprotected_cached_block_reports_a_write_after_free_at_reuse() {
             }
             3
         });
-        let text = String::from_utf8_lossy(&stderr);
-        assert_eq!(outcome, ABORTED, "offset {at}: stderr {text:?}");
-        assert_eq!(
-            parse_fault_line(&stderr, "slab"),
-            Some(("write after free".to_string(), slots.get(0) as usize)),
-            "offset {at}"
-        );
+        let what = format!("offset {at}");
+        assert_fault(outcome, &stderr, "write after free", slots.get(0), &what);
     }
 }
 
@@ -261,16 +267,11 @@ fn unprotected_cached_block_reads_zero_and_is_reused() {
     let _gate = gate();
     let n = 3 * MIB;
     expect_ok("reuse", open_config(), || {
-        let p = slab::malloc(n);
-        if p.is_null() {
-            return SETUP_FAILED;
-        }
-        fill(p, n, 7);
-        // SAFETY: a valid free; the reads below are of the freed block, which is what is tested.
-        unsafe { slab::free(p) };
-        if slab::stats().large_cached != 1 {
-            return 2;
-        }
+        let p = match freed_into_the_cache(n, 7) {
+            Ok(p) => p,
+            Err(code) => return code,
+        };
+        // The freed block is mapped read-write; reading it is what is tested.
         if !all_zero(p, n) {
             return 3;
         }
@@ -307,15 +308,12 @@ fn unprotected_cached_block_reads_zero_and_is_reused() {
         }
         UNDETECTED
     });
-    assert_eq!(
+    assert_fault(
         outcome,
-        ABORTED,
-        "stderr {:?}",
-        String::from_utf8_lossy(&stderr)
-    );
-    assert_eq!(
-        parse_fault_line(&stderr, "slab"),
-        Some(("double free".to_string(), slots.get(0) as usize))
+        &stderr,
+        "double free",
+        slots.get(0),
+        "header flag cleared",
     );
 }
 
@@ -326,17 +324,11 @@ fn a_cached_block_does_not_read_back_its_old_contents() {
     let _gate = gate();
     let n = 3 * MIB;
     expect_ok("zero_on_free: all zero", config(true, 32 * MIB), || {
-        let p = slab::malloc(n);
-        if p.is_null() {
-            return SETUP_FAILED;
-        }
-        fill(p, n, 9);
-        // SAFETY: a valid free; the reads below are of a freed block, which is what is tested.
-        unsafe { slab::free(p) };
-        if slab::stats().large_cached != 1 {
-            return 2;
-        }
-        // SAFETY: the cached block is mapped read-only.
+        let p = match freed_into_the_cache(n, 9) {
+            Ok(p) => p,
+            Err(code) => return code,
+        };
+        // SAFETY: the cached block is mapped read-only; reading it is what is tested.
         if !(0..n).all(|i| unsafe { touch(p as usize + i) } == 0) {
             return 3;
         }
