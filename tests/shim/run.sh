@@ -246,13 +246,17 @@ cpython_case() { # cpython_case ALLOC
         bad "CPython regression tests under TWINHEAP=$a: twinheap not in use"
         return
     fi
+    # A test that fails is run once more (--rerun), so that a timing-dependent test on a loaded
+    # machine does not fail the suite; any fault twinheap reports still does, rerun or not.
     # shellcheck disable=SC2086 # the module list is split on purpose
     (cd "$WORK" && TWINHEAP=$a LD_PRELOAD=$SO PYTHONMALLOC=malloc timeout 900 \
-        "$PY" -m test -j2 --timeout 600 $CPYTHON_TESTS) >"$WORK/cpython.out" 2>&1
+        "$PY" -m test -j2 --rerun --timeout 600 $CPYTHON_TESTS) >"$WORK/cpython.out" 2>&1
     local rc=$?
     if [ $rc = 0 ] && grep -q "^Result: SUCCESS" "$WORK/cpython.out" \
-        && ! grep -q "^twinheap" "$WORK/cpython.out"; then
-        ok "CPython regression tests under TWINHEAP=$a: $(grep -o 'run=[0-9,]*' "$WORK/cpython.out" | head -n 1 | cut -d= -f2) tests passed"
+        && ! grep -q "twinheap(" "$WORK/cpython.out"; then
+        local rerun=""
+        grep -q "Re-running" "$WORK/cpython.out" && rerun=" (a failed test passed when re-run)"
+        ok "CPython regression tests under TWINHEAP=$a: $(grep -o 'run=[0-9,]*' "$WORK/cpython.out" | head -n 1 | cut -d= -f2) tests passed$rerun"
     else
         bad "CPython regression tests under TWINHEAP=$a (exit $rc)" "$WORK/cpython.out"
     fi
