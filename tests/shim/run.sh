@@ -252,10 +252,12 @@ cpython_case() { # cpython_case ALLOC
     (cd "$WORK" && TWINHEAP=$a LD_PRELOAD=$SO PYTHONMALLOC=malloc timeout 900 \
         "$PY" -m test -j2 --rerun --timeout 600 $CPYTHON_TESTS) >"$WORK/cpython.out" 2>&1
     local rc=$?
-    if [ $rc = 0 ] && grep -q "^Result: SUCCESS" "$WORK/cpython.out" \
+    # After a successful re-run regrtest says "Result: FAILURE then SUCCESS".
+    if [ $rc = 0 ] && grep -qE "^Result: (.* then )?SUCCESS$" "$WORK/cpython.out" \
         && ! grep -q "twinheap(" "$WORK/cpython.out"; then
         local rerun=""
-        grep -q "Re-running" "$WORK/cpython.out" && rerun=" (a failed test passed when re-run)"
+        grep -q "^Result: .* then SUCCESS$" "$WORK/cpython.out" \
+            && rerun=" (a failed test passed when re-run)"
         ok "CPython regression tests under TWINHEAP=$a: $(grep -o 'run=[0-9,]*' "$WORK/cpython.out" | head -n 1 | cut -d= -f2) tests passed$rerun"
     else
         bad "CPython regression tests under TWINHEAP=$a (exit $rc)" "$WORK/cpython.out"
